@@ -1,0 +1,328 @@
+"""Settings: the one place that reads the environment.
+
+Every variable is prefixed ``FEED_``. An invalid value fails at start-up with
+a :class:`SettingsError` that names the variable; nothing is read lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+__all__ = ["RankWeights", "Settings", "SettingsError"]
+
+PREFIX = "FEED_"
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or has an invalid value."""
+
+
+@dataclass(frozen=True, slots=True)
+class RankWeights:
+    """Weights of the ranking components (see feed.ranking)."""
+
+    recency: float = 1.0
+    engagement: float = 0.35
+    affinity: float = 0.5
+    diversity: float = 0.3
+    half_life_hours: float = 6.0
+
+
+def _env_default_cursor_secret(tokens: tuple[str, ...]) -> str:
+    # Deterministic across API processes that share the same tokens, so a
+    # cursor issued by one process is accepted by another.
+    material = "\n".join(sorted(tokens)) or "koo-feed-development"
+    return hashlib.sha256(b"koo-feed-cursor\n" + material.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration, built from ``FEED_*`` variables by :meth:`from_env`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_redis_url: str = ""
+    dynamodb_endpoint: str | None = None
+    aws_region: str = "ap-south-1"
+    table_prefix: str = "feed_"
+    api_tokens: tuple[str, ...] = ()
+    celebrity_followers: int = 10_000
+    timeline_cache_items: int = 800
+    backfill_on_follow: int = 200
+    rate_limit_per_token: float = 0.0
+    active_days: int = 7
+    timeline_max_items: int = 5_000
+    timeline_ttl_days: int = 30
+    fanout_chunk_size: int = 1_000
+    fanout_deadline_seconds: int = 120
+    recommended_every: int = 10
+    cursor_secret: str = ""
+    cursor_ttl_seconds: int = 3_600
+    ledger_ttl_days: int = 7
+    dynamodb_connect_timeout: float = 2.0
+    dynamodb_read_timeout: float = 5.0
+    dynamodb_max_attempts: int = 4
+    dynamodb_retry_mode: str = "standard"
+    dynamodb_concurrency: int = 16
+    redis_timeout: float = 2.0
+    job_timeout_seconds: int = 30
+    job_max_tries: int = 8
+    worker_max_jobs: int = 32
+    log_level: str = "INFO"
+    log_json: bool = True
+    regions: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
+    weights: RankWeights = field(default_factory=RankWeights)
+
+    def __post_init__(self) -> None:
+        if not self.cache_redis_url:
+            object.__setattr__(self, "cache_redis_url", self.redis_url)
+        if not self.cursor_secret:
+            object.__setattr__(
+                self, "cursor_secret", _env_default_cursor_secret(self.api_tokens)
+            )
+
+    @property
+    def celebrity_recent_items(self) -> int:
+        """How many recent koos of a celebrity are kept for pull at read time."""
+        return max(self.backfill_on_follow, 200)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment (``os.environ`` by default)."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        tokens: tuple[str, ...] = reader.get("API_TOKENS", _tokens, ())
+        base = RankWeights()
+        weights = RankWeights(
+            recency=reader.get("RANK_W_RECENCY", _non_negative_float, base.recency),
+            engagement=reader.get(
+                "RANK_W_ENGAGEMENT", _non_negative_float, base.engagement
+            ),
+            affinity=reader.get("RANK_W_AFFINITY", _non_negative_float, base.affinity),
+            diversity=reader.get(
+                "RANK_W_DIVERSITY", _non_negative_float, base.diversity
+            ),
+            half_life_hours=reader.get(
+                "RANK_HALF_LIFE_HOURS", _positive_float, base.half_life_hours
+            ),
+        )
+        defaults = cls()
+        values: dict[str, Any] = {
+            "redis_url": reader.get("REDIS_URL", _redis_url, defaults.redis_url),
+            "cache_redis_url": reader.get("CACHE_REDIS_URL", _redis_url, ""),
+            "dynamodb_endpoint": reader.get("DYNAMODB_ENDPOINT", _http_url, None),
+            "aws_region": reader.get("AWS_REGION", _region, defaults.aws_region),
+            "table_prefix": reader.get("TABLE_PREFIX", _table_prefix, defaults.table_prefix),
+            "api_tokens": tokens,
+            "celebrity_followers": reader.get(
+                "CELEBRITY_FOLLOWERS", _positive_int, defaults.celebrity_followers
+            ),
+            "timeline_cache_items": reader.get(
+                "TIMELINE_CACHE_ITEMS", _positive_int, defaults.timeline_cache_items
+            ),
+            "backfill_on_follow": reader.get(
+                "BACKFILL_ON_FOLLOW", _non_negative_int, defaults.backfill_on_follow
+            ),
+            "rate_limit_per_token": reader.get(
+                "RATE_LIMIT_PER_TOKEN", _non_negative_float, defaults.rate_limit_per_token
+            ),
+            "active_days": reader.get("ACTIVE_DAYS", _positive_int, defaults.active_days),
+            "timeline_max_items": reader.get(
+                "TIMELINE_MAX_ITEMS", _positive_int, defaults.timeline_max_items
+            ),
+            "timeline_ttl_days": reader.get(
+                "TIMELINE_TTL_DAYS", _positive_int, defaults.timeline_ttl_days
+            ),
+            "fanout_chunk_size": reader.get(
+                "FANOUT_CHUNK_SIZE", _positive_int, defaults.fanout_chunk_size
+            ),
+            "fanout_deadline_seconds": reader.get(
+                "FANOUT_DEADLINE_SECONDS", _positive_int, defaults.fanout_deadline_seconds
+            ),
+            "recommended_every": reader.get(
+                "RECOMMENDED_EVERY", _non_negative_int, defaults.recommended_every
+            ),
+            "cursor_secret": reader.get("CURSOR_SECRET", _secret, ""),
+            "cursor_ttl_seconds": reader.get(
+                "CURSOR_TTL_SECONDS", _positive_int, defaults.cursor_ttl_seconds
+            ),
+            "ledger_ttl_days": reader.get(
+                "LEDGER_TTL_DAYS", _positive_int, defaults.ledger_ttl_days
+            ),
+            "dynamodb_connect_timeout": reader.get(
+                "DYNAMODB_CONNECT_TIMEOUT", _positive_float, defaults.dynamodb_connect_timeout
+            ),
+            "dynamodb_read_timeout": reader.get(
+                "DYNAMODB_READ_TIMEOUT", _positive_float, defaults.dynamodb_read_timeout
+            ),
+            "dynamodb_max_attempts": reader.get(
+                "DYNAMODB_MAX_ATTEMPTS", _positive_int, defaults.dynamodb_max_attempts
+            ),
+            "dynamodb_retry_mode": reader.get(
+                "DYNAMODB_RETRY_MODE", _retry_mode, defaults.dynamodb_retry_mode
+            ),
+            "dynamodb_concurrency": reader.get(
+                "DYNAMODB_CONCURRENCY", _positive_int, defaults.dynamodb_concurrency
+            ),
+            "redis_timeout": reader.get("REDIS_TIMEOUT", _positive_float, defaults.redis_timeout),
+            "job_timeout_seconds": reader.get(
+                "JOB_TIMEOUT_SECONDS", _positive_int, defaults.job_timeout_seconds
+            ),
+            "job_max_tries": reader.get("JOB_MAX_TRIES", _positive_int, defaults.job_max_tries),
+            "worker_max_jobs": reader.get(
+                "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs
+            ),
+            "log_level": reader.get("LOG_LEVEL", _log_level, defaults.log_level),
+            "log_json": reader.get("LOG_JSON", _bool, defaults.log_json),
+            "regions": reader.get("REGIONS", _regions, _no_regions()),
+            "weights": weights,
+        }
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (derived defaults recomputed when not given)."""
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        if (
+            "redis_url" in changes
+            and "cache_redis_url" not in changes
+            and self.cache_redis_url == self.redis_url
+        ):
+            current["cache_redis_url"] = ""
+        current.update(changes)
+        return Settings(**current)
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def get(self, name: str, parse: Callable[[str], T], default: T) -> T:
+        raw = self._env.get(PREFIX + name)
+        if raw is None or raw.strip() == "":
+            return default
+        try:
+            return parse(raw.strip())
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(f"{PREFIX}{name}: {exc} (got {raw!r})") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw.replace("_", ""))
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw.replace("_", ""))
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _region(raw: str) -> str:
+    parts = raw.split("-")
+    if len(parts) < 3 or not all((p.isalnum() and p.islower()) or p.isdigit() for p in parts):
+        raise ValueError("must look like an AWS region, e.g. ap-south-1")
+    return raw
+
+
+def _table_prefix(raw: str) -> str:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+    if len(raw) > 64 or not set(raw) <= allowed:
+        raise ValueError("may hold only letters, digits, '_', '.', '-' (64 at most)")
+    return raw
+
+
+def _tokens(raw: str) -> tuple[str, ...]:
+    tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
+    for token in tokens:
+        if len(token) < 8:
+            raise ValueError("every token must be at least 8 characters")
+        if any(c.isspace() for c in token):
+            raise ValueError("tokens may not contain white space")
+    return tokens
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters")
+    return raw
+
+
+def _retry_mode(raw: str) -> str:
+    if raw not in {"standard", "adaptive"}:
+        raise ValueError("must be 'standard' or 'adaptive'")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return level
+
+
+def _no_regions() -> dict[str, tuple[str | None, str]]:
+    return {}
+
+
+def _regions(raw: str) -> dict[str, tuple[str | None, str]]:
+    """``region=endpoint|table_prefix`` pairs, comma-separated.
+
+    ``ap-south-1=http://127.0.0.1:8000,eu-west-1=`` maps each home region to the
+    DynamoDB endpoint (empty: the AWS default for that region) holding its users.
+    An optional ``|prefix`` after the endpoint overrides the table prefix.
+    """
+    regions: dict[str, tuple[str | None, str]] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, target = part.partition("=")
+        if not sep:
+            raise ValueError(f"entry {part!r} must be region=endpoint")
+        _region(name.strip())
+        endpoint, _, prefix = target.partition("|")
+        endpoint = endpoint.strip()
+        regions[name.strip()] = (_http_url(endpoint) if endpoint else None, prefix.strip())
+    return regions

@@ -1,0 +1,316 @@
+"""Apply events to storage and cache, idempotently.
+
+Each handler commits its change together with the event's ledger entry in
+one DynamoDB transaction (or, for writes that are idempotent by themselves,
+writes first and records the ledger entry after), so the same event applied
+twice, or twice at once, changes nothing. Relation and reaction rows carry the
+version (``occurred_at``) of the event that last changed them, so events that
+arrive out of order settle on the newest state.
+
+After the commit, each handler runs its follow-up work (fan-out, purges,
+cache updates). That work checks the current state and is idempotent, so it
+is run again when a duplicate arrives: a worker killed between the commit and
+the follow-up loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from feed import keys, metrics
+from feed.errors import NotReady, StorageUnavailable, TransactionCancelled, Unapplicable
+from feed.fanout import FanOut
+from feed.jobs import BACKFILL, REALTIME, JobQueue
+from feed.models import Koo
+from feed.store import Entry
+from feed.store.koos import COUNTER_OF, FanoutState
+from feed.timeline import REACTION_WEIGHT, FeedManager
+
+__all__ = ["APPLIED", "DUPLICATE", "NOOP", "EventApplier"]
+
+log = logging.getLogger(__name__)
+
+APPLIED = "applied"
+DUPLICATE = "duplicate"
+NOOP = "noop"  # valid, recorded, but older than the state already stored
+
+Handler = Callable[[dict[str, Any]], Awaitable[str]]
+
+
+class EventApplier:
+    def __init__(self, manager: FeedManager, jobs: JobQueue) -> None:
+        self.manager = manager
+        self.stores = manager.stores
+        self.cache = manager.cache
+        self.settings = manager.settings
+        self.jobs = jobs
+        self.fanout = FanOut(manager, jobs)
+        self._handlers: dict[str, tuple[Handler, Handler]] = {
+            "user_signed_up": (self._signed_up, self._nothing),
+            "koo_created": (self._koo_created, self._after_koo_created),
+            "koo_deleted": (self._koo_deleted, self._after_koo_deleted),
+            "reaction_added": (self._reaction, self._nothing),
+            "reaction_removed": (self._reaction, self._nothing),
+            "user_followed": (self._relation, self._after_relation),
+            "user_unfollowed": (self._relation, self._after_relation),
+            "user_blocked": (self._relation, self._after_relation),
+            "user_unblocked": (self._relation, self._after_relation),
+            "user_muted": (self._relation, self._after_relation),
+            "user_unmuted": (self._relation, self._after_relation),
+        }
+
+    async def apply(self, event: dict[str, Any]) -> str:
+        """Apply one validated event; returns "applied", "duplicate" or "noop".
+
+        Raises NotReady (retry later) or Unapplicable (dead-letter it).
+        """
+        commit, after = self._handlers[event["type"]]
+        if await self.stores.ledger.seen(event["event_id"]):
+            outcome = DUPLICATE
+        else:
+            outcome = await commit(event)
+        await after(event)
+        metrics.EVENTS_APPLIED.labels(event["type"], outcome).inc()
+        return outcome
+
+    async def _nothing(self, event: dict[str, Any]) -> str:
+        return NOOP
+
+    async def _commit(self, event: dict[str, Any], items: list[dict[str, Any]]) -> int | None:
+        """Commit the ledger entry and ``items`` at once. Returns None on success, else the
+        index (in ``items``) of the first item whose condition failed; -1 for a duplicate."""
+        try:
+            await self.stores.db.transact([self.stores.ledger.put_item(event), *items])
+        except TransactionCancelled as exc:
+            reasons = exc.reasons
+            if reasons and reasons[0] not in ("None", ""):
+                return -1
+            for i, reason in enumerate(reasons[1:]):
+                if reason not in ("None", ""):
+                    return i
+            raise
+        return None
+
+    # --- signups ----------------------------------------------------------------------
+
+    async def _signed_up(self, event: dict[str, Any]) -> str:
+        changed = await self.stores.users.save_profile(event)
+        await self.stores.ledger.record(event, APPLIED if changed else NOOP)
+        return APPLIED if changed else NOOP
+
+    # --- koos -------------------------------------------------------------------------
+
+    async def _koo_created(self, event: dict[str, Any]) -> str:
+        author = event["author_id"]
+        followers, _ = await self.stores.users.counters(author)
+        pull = followers >= self.settings.celebrity_followers
+        failed = await self._commit(event, [self.stores.koos.create_item(event, pull=pull)])
+        if failed == -1:
+            return DUPLICATE
+        if failed is not None:
+            # The koo id is known already: a tombstone of an early delete, or a replay
+            # under another event id. Either way nothing new to store.
+            await self.stores.ledger.record(event, NOOP)
+            return NOOP
+        koo = Koo(
+            koo_id=event["koo_id"], author_id=author, text=event["text"], lang=event["lang"],
+            created_at=event["occurred_at"], hashtags=tuple(event.get("hashtags") or ()),
+            reply_to=event.get("reply_to"), rekoo_of=event.get("rekoo_of"),
+        )
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.put_koos([koo])
+        if pull and not await self.stores.users.is_celebrity(author):
+            await self.stores.users.set_celebrity(author, True)
+            await self.cache.celebrity_changed(author, True)
+        return APPLIED
+
+    async def _after_koo_created(self, event: dict[str, Any]) -> str:
+        item = await self.stores.koos.get(event["koo_id"], consistent=True)
+        if item is None or item.get("deleted") or "created_at" not in item:
+            return NOOP
+        entry = Entry(item["koo_id"], item["author_id"], int(item["created_at"]))
+        await self.cache.author_recent_add(entry.author_id, entry.koo_id, entry.created_at)
+        state = item.get("fanout_state")
+        if state == FanoutState.PULL:
+            await self.manager.push(entry, [entry.author_id])
+        elif state in (FanoutState.PENDING, FanoutState.RUNNING):
+            await self.fanout.run(entry.koo_id)
+        return APPLIED
+
+    async def _koo_deleted(self, event: dict[str, Any]) -> str:
+        status = await self.stores.koos.mark_deleted(
+            event["koo_id"], event["author_id"], event["occurred_at"]
+        )
+        if status == "not_author":
+            raise Unapplicable(
+                f"koo {event['koo_id']} is not by {event['author_id']}: only its author "
+                "may delete it"
+            )
+        await self.stores.ledger.record(event, APPLIED if status != "already" else NOOP)
+        return APPLIED if status != "already" else NOOP
+
+    async def _after_koo_deleted(self, event: dict[str, Any]) -> str:
+        koo_id = event["koo_id"]
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or not item.get("deleted"):
+            return NOOP
+        await self.cache.mark_deleted(koo_id)
+        await self.cache.author_recent_remove(item["author_id"], koo_id)
+        if item.get("lang"):
+            await self.cache.trending_remove(item["lang"], koo_id)
+        if "created_at" in item:
+            await self.jobs.enqueue("purge_deleted_koo", koo_id, queue=BACKFILL,
+                                    job_id=f"purge-koo:{koo_id}")
+        return APPLIED
+
+    # --- reactions --------------------------------------------------------------------
+
+    async def _reaction(self, event: dict[str, Any]) -> str:
+        koo_id, on = event["koo_id"], event["type"] == "reaction_added"
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None:
+            raise NotReady(f"koo {koo_id} is not stored (yet)")
+        if "created_at" not in item:  # a tombstone: deleted before it arrived
+            await self.stores.ledger.record(event, NOOP)
+            return NOOP
+        author = item["author_id"]
+        row = (
+            self.stores.reactions.switch_on_item(event, author)
+            if on else self.stores.reactions.switch_off_item(event)
+        )
+        delta = 1 if on else -1
+        counter = self.stores.koos.counter_item(koo_id, event["kind"], delta)
+        failed = await self._commit(event, [row, counter])
+        if failed == -1:
+            return DUPLICATE
+        if failed == 0:
+            await self.stores.reactions.settle(event, on)
+            await self.stores.ledger.record(event, NOOP)
+            return NOOP
+        if failed is not None:
+            raise NotReady(f"koo {koo_id} vanished while reacting")
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.bump_counter(koo_id, COUNTER_OF[event["kind"]], delta)
+            if author != event["user_id"]:
+                await self.cache.affinity_changed(
+                    event["user_id"], author, delta * REACTION_WEIGHT[event["kind"]]
+                )
+        return APPLIED
+
+    # --- relations --------------------------------------------------------------------
+
+    @staticmethod
+    def _relation_parts(event: dict[str, Any]) -> tuple[str, str, str, bool]:
+        """(user, kind, other, on) of a relation event."""
+        kind_of = {
+            "user_followed": (keys.REL_FOLLOW, True),
+            "user_unfollowed": (keys.REL_FOLLOW, False),
+            "user_blocked": (keys.REL_BLOCK, True),
+            "user_unblocked": (keys.REL_BLOCK, False),
+            "user_muted": (keys.REL_MUTE, True),
+            "user_unmuted": (keys.REL_MUTE, False),
+        }
+        kind, on = kind_of[event["type"]]
+        if kind == keys.REL_FOLLOW:
+            return event["follower_id"], kind, event["followee_id"], on
+        return event["user_id"], kind, event["target_id"], on
+
+    async def _relation(self, event: dict[str, Any]) -> str:
+        user, kind, other, on = self._relation_parts(event)
+        at = event["occurred_at"]
+        relations = self.stores.relations
+        items = [
+            relations.switch_on_item(user, kind, other, at)
+            if on else relations.switch_off_item(user, kind, other, at)
+        ]
+        if kind == keys.REL_FOLLOW:
+            delta = 1 if on else -1
+            items.append(self.stores.users.counter_item(other, "followers", delta))
+            items.append(self.stores.users.counter_item(user, "following", delta))
+        failed = await self._commit(event, items)
+        if failed == -1:
+            return DUPLICATE
+        if failed is not None:
+            await relations.settle(user, kind, other, at, on)
+            await self.stores.ledger.record(event, NOOP)
+            return NOOP
+        return APPLIED
+
+    async def _after_relation(self, event: dict[str, Any]) -> str:
+        """Bring the cache and the timelines in line with the relation's current state."""
+        user, kind, other, _ = self._relation_parts(event)
+        active = await self.stores.relations.is_active(user, kind, other)
+        set_of = {keys.REL_FOLLOW: keys.following, keys.REL_BLOCK: keys.blocking,
+                  keys.REL_MUTE: keys.muting}[kind]
+        await self.cache.relation_changed(set_of(user), other, active)
+        if kind == keys.REL_BLOCK:
+            await self.cache.relation_changed(keys.blocked_by(other), user, active)
+        tag = event["event_id"]
+        if kind == keys.REL_FOLLOW:
+            await self._check_celebrity(other)
+        if active and kind != keys.REL_FOLLOW:
+            # Blocked or muted: take the other's koos out now (reads already filter them).
+            await self._enqueue_unmerge(user, other, tag)
+            if kind == keys.REL_BLOCK:
+                await self._enqueue_unmerge(other, user, tag)
+        elif not active and kind == keys.REL_FOLLOW:
+            await self._enqueue_unmerge(user, other, tag)
+        elif active:
+            await self.jobs.enqueue("merge_author_into_timeline", user, other,
+                                    job_id=f"merge:{user}:{other}:{tag}", queue=REALTIME)
+        else:
+            # Unblocked or unmuted: what the reader follows comes back.
+            await self.jobs.enqueue("merge_author_into_timeline", user, other,
+                                    job_id=f"merge:{user}:{other}:{tag}", queue=REALTIME)
+            if kind == keys.REL_BLOCK:
+                await self.jobs.enqueue("merge_author_into_timeline", other, user,
+                                        job_id=f"merge:{other}:{user}:{tag}", queue=REALTIME)
+        return APPLIED
+
+    async def _enqueue_unmerge(self, reader: str, author: str, tag: str) -> None:
+        await self.jobs.enqueue("purge_author_from_timeline", reader, author,
+                                job_id=f"unmerge:{reader}:{author}:{tag}", queue=BACKFILL)
+
+    async def _check_celebrity(self, author: str) -> None:
+        followers, _ = await self.stores.users.counters(author)
+        celebrity = await self.stores.users.is_celebrity(author)
+        if followers >= self.settings.celebrity_followers and not celebrity:
+            await self.stores.users.set_celebrity(author, True)
+            await self.cache.celebrity_changed(author, True)
+        elif followers < self.settings.celebrity_followers and celebrity:
+            await self.jobs.enqueue("demote_celebrity", author, queue=BACKFILL,
+                                    job_id=f"demote:{author}:{followers}")
+
+    # --- follow-up jobs (called by the workers) ------------------------------------------
+
+    async def visible(self, reader: str, author: str) -> bool:
+        """Whether the reader should currently see the author's koos in their timeline."""
+        if reader == author:
+            return True
+        relations = self.stores.relations
+        follows = await relations.is_active(reader, keys.REL_FOLLOW, author)
+        if not follows:
+            return False
+        hidden = (
+            await relations.is_active(reader, keys.REL_BLOCK, author)
+            or await relations.is_active(reader, keys.REL_MUTE, author)
+            or await relations.is_active(author, keys.REL_BLOCK, reader)
+        )
+        return not hidden
+
+    async def merge_author(self, reader: str, author: str) -> int:
+        """Job: bring an author's recent koos into a reader's timeline, if still visible."""
+        if not await self.visible(reader, author):
+            return 0
+        if await self.stores.users.is_celebrity(author):
+            return 0  # pulled at read time
+        return await self.manager.merge(reader, author)
+
+    async def unmerge_author(self, reader: str, author: str) -> int:
+        """Job: purge an author's koos from a reader's timeline, if still not visible."""
+        if await self.visible(reader, author):
+            return 0
+        return await self.manager.unmerge(reader, author)

@@ -1,0 +1,481 @@
+"""The Redis hot cache: timelines of active readers, koo bodies, relation sets.
+
+Everything here can be rebuilt from DynamoDB. A cached timeline is a sorted
+set (member koo_id, score created ms) holding a sentinel member at +inf:
+``!ready`` once complete, ``!building`` while a rebuild runs. Fan-out pushes
+only into timelines that exist (active readers), with a Lua script so the
+existence check and the write are one atomic step, and trims each set to
+``FEED_TIMELINE_CACHE_ITEMS`` entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from config.settings import Settings
+from feed import keys, metrics
+from feed.errors import StorageUnavailable
+from feed.models import Koo
+
+__all__ = ["Cache", "RedisClient", "RelationSets", "TimelineWindow"]
+
+log = logging.getLogger(__name__)
+
+RedisClient = Redis | RedisCluster
+
+KOO_TTL_SECONDS = 6 * 3600
+RELATIONS_TTL_SECONDS = 3600
+LOCK_TTL_MS = 30_000
+
+# Push one koo into a reader's timeline if the reader is active (the set exists).
+# KEYS[1] timeline; ARGV: score, member, keep (entries + sentinel)
+_PUSH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1)) > 0 then
+  redis.call('ZREM', KEYS[1], '!all')
+end
+return 1
+"""
+
+# Merge many entries into an existing timeline. KEYS[1]; ARGV: keep, score1, member1, ...
+_MERGE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+return 1
+"""
+
+# Add members to a set only if it has been loaded. KEYS[1]; ARGV members
+_SADD_IF_LOADED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('SADD', KEYS[1], unpack(ARGV))
+"""
+
+# HINCRBY a field of an existing hash. KEYS[1]; ARGV field, delta
+_HINCR_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+# Release a lock only if we still hold it. KEYS[1]; ARGV token
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_SCRIPTS = {
+    "push": _PUSH,
+    "merge": _MERGE,
+    "sadd_if_loaded": _SADD_IF_LOADED,
+    "hincr_if_exists": _HINCR_IF_EXISTS,
+    "unlock": _UNLOCK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineWindow:
+    """Entries read from a cached timeline: (koo_id, created ms), newest first."""
+
+    ready: bool
+    entries: list[tuple[str, int]]
+    exhausted: bool  # the cached set holds nothing older than the last entry
+
+
+@dataclass(frozen=True, slots=True)
+class RelationSets:
+    """The reader's relations that decide what their feed may show."""
+
+    following: frozenset[str]
+    blocking: frozenset[str]
+    muting: frozenset[str]
+    blocked_by: frozenset[str]
+
+    def hidden(self) -> frozenset[str]:
+        """Authors whose koos never appear for this reader."""
+        return self.blocking | self.muting | self.blocked_by
+
+
+class Cache:
+    """The hot cache, over a standalone Redis or a Redis Cluster."""
+
+    def __init__(self, redis: RedisClient, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keep = settings.timeline_cache_items + 1  # entries plus the sentinel
+        self.active_ttl = settings.active_days * 86_400
+        self._sha: dict[str, str] = {}
+
+    # --- scripts ----------------------------------------------------------------------
+
+    async def load_scripts(self) -> None:
+        """Load the Lua scripts (again after a Redis restart or SCRIPT FLUSH)."""
+        for name, body in _SCRIPTS.items():
+            self._sha[name] = await self.redis.script_load(body)
+
+    async def _run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+                        ) -> list[Any]:
+        """Run one script for many (keys, args) in one pipeline; reload on NOSCRIPT."""
+        if not calls:
+            return []
+        for attempt in range(2):
+            if name not in self._sha:
+                await self.load_scripts()
+            sha = self._sha[name]
+            pipe = self.redis.pipeline(transaction=False)
+            for script_keys, args in calls:
+                pipe.evalsha(sha, len(script_keys), *script_keys, *args)
+            try:
+                return list(await pipe.execute(raise_on_error=True))
+            except NoScriptError:
+                if attempt:
+                    raise
+                self._sha.clear()
+            except RedisError as exc:
+                if "NOSCRIPT" in str(exc) and not attempt:
+                    self._sha.clear()
+                    continue
+                raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # --- timelines --------------------------------------------------------------------
+
+    async def push(self, readers: Iterable[str], koo_id: str, created: int) -> int:
+        """Add one koo to every active reader's cached timeline; returns how many."""
+        calls = [((keys.timeline(r),), (created, koo_id, self.keep)) for r in readers]
+        results = await self._guard(self._run_many("push", calls))
+        return sum(int(r) for r in results)
+
+    async def unpush(self, readers: Iterable[str], koo_id: str) -> None:
+        """Take one koo out of many readers' cached timelines."""
+        pipe = self.redis.pipeline(transaction=False)
+        for reader in readers:
+            pipe.zrem(keys.timeline(reader), koo_id)
+        await self._guard(pipe.execute())
+
+    async def merge(self, reader: str, entries: Sequence[tuple[str, int]]) -> bool:
+        """Add many koos to one reader's cached timeline, if it is cached."""
+        if not entries:
+            return False
+        args: list[Any] = [self.keep]
+        for koo_id, created in entries:
+            args += [created, koo_id]
+        (result,) = await self._guard(self._run_many("merge", [((keys.timeline(reader),), args)]))
+        return bool(result)
+
+    async def unmerge(self, reader: str, koo_ids: Sequence[str]) -> None:
+        """Take many koos out of one reader's cached timeline."""
+        if koo_ids:
+            await self._guard(self.redis.zrem(keys.timeline(reader), *koo_ids))
+
+    async def window(
+        self, reader: str, *, limit: int, before: tuple[int, str] | None = None
+    ) -> TimelineWindow:
+        """Up to ``limit`` cached entries older than ``before`` (created, koo_id), newest first."""
+        key = keys.timeline(reader)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zscore(key, keys.TIMELINE_READY)
+        if before is None:
+            pipe.zrevrangebyscore(key, "(inf", "-inf", start=0, num=limit + 1, withscores=True)
+        else:
+            # Ties on the score are ordered by member; fetch a little more and cut below.
+            pipe.zrevrangebyscore(key, before[0], "-inf", start=0, num=limit + 64,
+                                  withscores=True)
+        pipe.expire(key, self.active_ttl)
+        ready_score, rows, _ = await self._guard(pipe.execute())
+        if ready_score is None:
+            metrics.CACHE_LOOKUPS.labels("timeline", "miss").inc()
+            return TimelineWindow(False, [], False)
+        metrics.CACHE_LOOKUPS.labels("timeline", "hit").inc()
+        entries: list[tuple[str, int]] = []
+        for member, score in rows:
+            created = int(score)
+            if member.startswith("!"):
+                continue
+            if before is not None and (created, member) >= before:
+                continue
+            entries.append((member, created))
+        exhausted = len(entries) <= limit
+        if before is not None and len(rows) >= limit + 64:
+            exhausted = False
+        return TimelineWindow(True, entries[:limit], exhausted)
+
+    async def is_cached(self, reader: str) -> bool:
+        return await self._guard(self.redis.zscore(keys.timeline(reader), keys.TIMELINE_READY)) \
+            is not None
+
+    async def acquire_rebuild(self, reader: str) -> str | None:
+        """Take the single-flight lock for rebuilding a reader's timeline; a token or None."""
+        token = secrets.token_hex(8)
+        got = await self._guard(
+            self.redis.set(keys.timeline_lock(reader), token, nx=True, px=LOCK_TTL_MS)
+        )
+        if not got:
+            return None
+        # From now on fan-out pushes into this set too, so nothing delivered during the
+        # rebuild's read of DynamoDB is missed.
+        key = keys.timeline(reader)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {keys.TIMELINE_BUILDING: math.inf})
+        pipe.expire(key, self.active_ttl)
+        await self._guard(pipe.execute())
+        return token
+
+    async def complete_rebuild(
+        self, reader: str, token: str, entries: Sequence[tuple[str, int]]
+    ) -> None:
+        """Store the rebuilt entries and mark the timeline ready; release the lock."""
+        key = keys.timeline(reader)
+        mapping: dict[str, float] = dict(entries)
+        mapping[keys.TIMELINE_READY] = math.inf
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zadd(key, mapping)
+        pipe.zrem(key, keys.TIMELINE_BUILDING)
+        pipe.zremrangebyrank(key, 0, -(self.keep + 1))
+        pipe.expire(key, self.active_ttl)
+        await self._guard(pipe.execute())
+        await self.release_rebuild(reader, token)
+
+    async def release_rebuild(self, reader: str, token: str) -> None:
+        with contextlib.suppress(StorageUnavailable):
+            await self._guard(self._run_many("unlock", [((keys.timeline_lock(reader),), (token,))]))
+
+    async def drop_timeline(self, reader: str) -> None:
+        await self._guard(self.redis.delete(keys.timeline(reader)))
+
+    # --- koo bodies -------------------------------------------------------------------
+
+    async def put_koos(self, koos: Iterable[Koo]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        count = 0
+        for koo in koos:
+            key = keys.koo(koo.koo_id)
+            body = orjson.dumps(_body(koo))
+            pipe.hset(key, mapping={
+                "b": body, "likes": koo.likes, "rekoos": koo.rekoos, "comments": koo.comments,
+                "d": int(koo.deleted),
+            })
+            pipe.expire(key, KOO_TTL_SECONDS)
+            count += 1
+        if count:
+            await self._guard(pipe.execute())
+
+    async def get_koos(self, koo_ids: Sequence[str]) -> dict[str, Koo]:
+        """Cached koos by id (deleted ones included, marked); misses are left out."""
+        if not koo_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for koo_id in koo_ids:
+            pipe.hmget(keys.koo(koo_id), ["b", "likes", "rekoos", "comments", "d"])
+        rows = await self._guard(pipe.execute())
+        found: dict[str, Koo] = {}
+        for koo_id, (body, likes, rekoos, comments, deleted) in zip(koo_ids, rows, strict=True):
+            if deleted == "1":
+                found[koo_id] = Koo(koo_id, "", "", "", 0, deleted=True)
+                continue
+            if body is None:
+                continue
+            data = orjson.loads(body)
+            data.update(koo_id=koo_id, likes=int(likes or 0), rekoos=int(rekoos or 0),
+                        comments=int(comments or 0))
+            found[koo_id] = Koo.from_item(data)
+        hits = len(found)
+        metrics.CACHE_LOOKUPS.labels("koo", "hit").inc(hits)
+        metrics.CACHE_LOOKUPS.labels("koo", "miss").inc(len(koo_ids) - hits)
+        return found
+
+    async def bump_counter(self, koo_id: str, field: str, delta: int) -> None:
+        await self._guard(
+            self._run_many("hincr_if_exists", [((keys.koo(koo_id),), (field, delta))])
+        )
+
+    async def mark_deleted(self, koo_id: str) -> None:
+        key = keys.koo(koo_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, "d", "1")
+        pipe.expire(key, KOO_TTL_SECONDS)
+        await self._guard(pipe.execute())
+
+    # --- relations --------------------------------------------------------------------
+
+    _RELATION_KEYS = (
+        ("following", keys.following),
+        ("blocking", keys.blocking),
+        ("muting", keys.muting),
+        ("blocked_by", keys.blocked_by),
+    )
+
+    async def relation_sets(self, reader: str) -> RelationSets | None:
+        """The reader's cached relation sets, or None if any is not loaded."""
+        pipe = self.redis.pipeline(transaction=False)
+        for _, key_of in self._RELATION_KEYS:
+            pipe.smembers(key_of(reader))
+        rows = await self._guard(pipe.execute())
+        if not all(keys.LOADED in row for row in rows):
+            metrics.CACHE_LOOKUPS.labels("relations", "miss").inc()
+            return None
+        metrics.CACHE_LOOKUPS.labels("relations", "hit").inc()
+        sets = [frozenset(m for m in row if m != keys.LOADED) for row in rows]
+        return RelationSets(*sets)
+
+    async def store_relation_sets(self, reader: str, sets: RelationSets) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for name, key_of in self._RELATION_KEYS:
+            key = key_of(reader)
+            pipe.delete(key)
+            pipe.sadd(key, keys.LOADED, *getattr(sets, name))
+            pipe.expire(key, RELATIONS_TTL_SECONDS)
+        await self._guard(pipe.execute())
+
+    async def relation_changed(self, key: str, member: str, on: bool) -> None:
+        """Keep a loaded relation set in step with a relation event."""
+        if on:
+            await self._guard(self._run_many("sadd_if_loaded", [((key,), (member,))]))
+        else:
+            await self._guard(self.redis.srem(key, member))
+
+    # --- celebrities ------------------------------------------------------------------
+
+    async def celebrities(self) -> frozenset[str] | None:
+        members = await self._guard(self.redis.smembers(keys.celebrities()))
+        if keys.LOADED not in members:
+            return None
+        return frozenset(m for m in members if m != keys.LOADED)
+
+    async def store_celebrities(self, authors: Iterable[str]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.celebrities())
+        pipe.sadd(keys.celebrities(), keys.LOADED, *authors)
+        pipe.expire(keys.celebrities(), RELATIONS_TTL_SECONDS)
+        await self._guard(pipe.execute())
+
+    async def celebrity_changed(self, author: str, on: bool) -> None:
+        await self.relation_changed(keys.celebrities(), author, on)
+
+    async def author_recent(
+        self, authors: Sequence[str], *, before: tuple[int, str] | None, limit: int
+    ) -> dict[str, tuple[list[tuple[str, int]], bool] | None]:
+        """Cached recent koos of each author older than ``before``, and whether the cached
+        set is the author's whole history; None for an author not cached."""
+        pipe = self.redis.pipeline(transaction=False)
+        top = "(inf" if before is None else before[0]
+        for author in authors:
+            key = keys.author_recent(author)
+            pipe.zmscore(key, [keys.TIMELINE_READY, keys.COMPLETE])
+            pipe.zrevrangebyscore(key, top, "-inf", start=0, num=limit + 8, withscores=True)
+        rows = await self._guard(pipe.execute())
+        found: dict[str, tuple[list[tuple[str, int]], bool] | None] = {}
+        for i, author in enumerate(authors):
+            (ready, complete), entries = rows[2 * i], rows[2 * i + 1]
+            if ready is None:
+                found[author] = None
+                continue
+            found[author] = (
+                [
+                    (m, int(s)) for m, s in entries
+                    if not m.startswith("!") and (before is None or (int(s), m) < before)
+                ][:limit],
+                complete is not None,
+            )
+        return found
+
+    async def store_author_recent(
+        self, author: str, entries: Sequence[tuple[str, int]], *, complete: bool
+    ) -> None:
+        key = keys.author_recent(author)
+        mapping: dict[str, float] = dict(entries)
+        mapping[keys.TIMELINE_READY] = math.inf
+        if complete:
+            mapping[keys.COMPLETE] = math.inf
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zadd(key, mapping)
+        pipe.expire(key, self.active_ttl)
+        await self._guard(pipe.execute())
+
+    async def author_recent_add(self, author: str, koo_id: str, created: int) -> None:
+        keep = self.settings.celebrity_recent_items + 1
+        await self._guard(
+            self._run_many("push", [((keys.author_recent(author),), (created, koo_id, keep))])
+        )
+
+    async def author_recent_remove(self, author: str, koo_id: str) -> None:
+        await self._guard(self.redis.zrem(keys.author_recent(author), koo_id))
+
+    # --- affinity ---------------------------------------------------------------------
+
+    async def affinity(self, reader: str) -> dict[str, float] | None:
+        raw = await self._guard(self.redis.hgetall(keys.affinity(reader)))
+        if keys.LOADED not in raw:
+            return None
+        return {k: float(v) for k, v in raw.items() if k != keys.LOADED}
+
+    async def store_affinity(self, reader: str, weights: Mapping[str, float]) -> None:
+        key = keys.affinity(reader)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping={keys.LOADED: 1, **weights})
+        pipe.expire(key, RELATIONS_TTL_SECONDS)
+        await self._guard(pipe.execute())
+
+    async def affinity_changed(self, reader: str, author: str, delta: int) -> None:
+        await self._guard(
+            self._run_many("hincr_if_exists", [((keys.affinity(reader),), (author, delta))])
+        )
+
+    # --- trending ---------------------------------------------------------------------
+
+    async def trending(self, lang: str, limit: int) -> list[tuple[str, float]] | None:
+        key = keys.trending(lang)
+        rows = await self._guard(self.redis.zrevrange(key, 0, limit, withscores=True))
+        if not rows:
+            return None
+        return [(m, float(s)) for m, s in rows if not m.startswith("!")][:limit]
+
+    async def store_trending(self, lang: str, scored: Sequence[tuple[str, float]]) -> None:
+        key = keys.trending(lang)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        mapping: dict[str, float] = dict(scored)
+        mapping[keys.LOADED] = -1.0
+        pipe.zadd(key, mapping)
+        pipe.expire(key, 3600)
+        await self._guard(pipe.execute())
+
+    async def trending_remove(self, lang: str, koo_id: str) -> None:
+        await self._guard(self.redis.zrem(keys.trending(lang), koo_id))
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _guard(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except StorageUnavailable:
+            raise
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
+
+
+def _body(koo: Koo) -> dict[str, Any]:
+    return {
+        "author_id": koo.author_id, "text": koo.text, "lang": koo.lang,
+        "created_at": koo.created_at, "hashtags": list(koo.hashtags),
+        "reply_to": koo.reply_to, "rekoo_of": koo.rekoo_of,
+    }

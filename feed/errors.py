@@ -1,0 +1,117 @@
+"""The project's exception types: one root, and the one place AWS and Redis errors map in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConditionFailed",
+    "FeedError",
+    "NotFound",
+    "NotReady",
+    "RetriesExhausted",
+    "StorageError",
+    "StorageUnavailable",
+    "TransactionCancelled",
+    "Unapplicable",
+    "ValidationFailed",
+    "from_client_error",
+]
+
+
+class FeedError(Exception):
+    """Root of every error raised by the service."""
+
+
+class ValidationFailed(FeedError):
+    """Input (an event, an id, a query parameter) does not match the contract."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        first = errors[0]["message"] if errors else "invalid input"
+        super().__init__(first if len(errors) == 1 else f"{len(errors)} errors; first: {first}")
+
+
+class NotFound(FeedError):
+    """The user or koo does not exist (or the koo is deleted)."""
+
+
+class StorageError(FeedError):
+    """DynamoDB refused a request in a way retrying will not fix."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class StorageUnavailable(StorageError):
+    """DynamoDB or Redis did not answer, or asked us to slow down: worth retrying later."""
+
+
+class RetriesExhausted(StorageUnavailable):
+    """A batch kept coming back unprocessed after every retry."""
+
+
+class ConditionFailed(StorageError):
+    """A conditional write found the item in another state."""
+
+
+class TransactionCancelled(StorageError):
+    """A transaction was cancelled; ``reasons`` holds one code per item ("None" if fine)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__(f"transaction cancelled: {reasons}", "TransactionCanceledException")
+
+
+# Error codes that mean "try again later" rather than "this request is wrong".
+RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+        "LimitExceededException",
+    }
+)
+
+
+def from_client_error(exc: Any) -> StorageError:
+    """Map a botocore ``ClientError`` to the project's own type."""
+    response = getattr(exc, "response", {}) or {}
+    error = response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", "")) or str(exc)
+    if code == "ConditionalCheckFailedException":
+        return ConditionFailed(message, code)
+    if code == "TransactionCanceledException":
+        reasons = [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
+        if not reasons:
+            reasons = _reasons_from_message(message)
+        if any(r in RETRYABLE_CODES for r in reasons):
+            return StorageUnavailable(message, "TransactionConflictException")
+        return TransactionCancelled(reasons)
+    if code in RETRYABLE_CODES:
+        return StorageUnavailable(message, code)
+    return StorageError(f"{code}: {message}" if code else message, code)
+
+
+def _reasons_from_message(message: str) -> list[str]:
+    # Some emulators put the reasons only in the message: "... [None, ConditionalCheckFailed]"
+    start, end = message.find("["), message.rfind("]")
+    if start < 0 or end < start:
+        return []
+    return [part.strip() for part in message[start + 1 : end].split(",")]
+
+
+class NotReady(FeedError):
+    """An event refers to something not stored yet (events may arrive out of order):
+    retry later; dead-letter if it never appears."""
+
+
+class Unapplicable(FeedError):
+    """An event passed validation but can never apply (e.g. a delete by someone who is
+    not the author): it goes to the dead-letter table with this reason."""

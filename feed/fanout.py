@@ -1,0 +1,133 @@
+"""Fan-out on write: deliver a koo to every follower, in chunks, exactly once.
+
+The coordinator pages through the author's followers on the inverse relation
+index; the first chunk is delivered inline (a small author's koo is
+delivered by one job), the rest are enqueued as chunk jobs with their own job
+ids. Chunk ids are stable (first follower and size), and a koo records which
+chunks are done, so a re-run (after a crash, or by the sweeper) skips them.
+Celebrity koos are never fanned out: they are pulled at read time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from feed import keys, metrics
+from feed.jobs import JobQueue
+from feed.store import Entry
+from feed.store.koos import FanoutState
+from feed.timeline import FeedManager
+
+__all__ = ["FanOut"]
+
+log = logging.getLogger(__name__)
+
+
+class FanOut:
+    def __init__(self, manager: FeedManager, jobs: JobQueue) -> None:
+        self.manager = manager
+        self.stores = manager.stores
+        self.settings = manager.settings
+        self.jobs = jobs
+
+    async def run(self, koo_id: str, attempt: int = 0) -> str:
+        """Coordinate the fan-out of one koo. Returns what happened (for logs and tests)."""
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or item.get("deleted") or "created_at" not in item:
+            return "gone"
+        state = item.get("fanout_state")
+        if state not in (FanoutState.PENDING, FanoutState.RUNNING):
+            return str(state)
+        if not await self.stores.koos.start_fanout(koo_id):
+            return "not-started"
+        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
+        done = set(item.get("fanout_done") or ())
+        # The author's own timeline first: it never depends on followers.
+        await self.manager.push(entry, [entry.author_id])
+        expected: set[str] = set()
+        inline = True
+        async for followers in self.stores.relations.incoming_pages(
+            entry.author_id, keys.REL_FOLLOW, page_size=self.settings.fanout_chunk_size
+        ):
+            chunk = keys.chunk_id(followers[0], len(followers))
+            expected.add(chunk)
+            if chunk in done:
+                continue
+            if inline:
+                inline = False
+                await self.deliver(entry, chunk, followers)
+                continue
+            await self.jobs.enqueue(
+                "deliver_koo_chunk", koo_id, chunk, followers,
+                job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
+            )
+        finished = await self.stores.koos.set_expected(koo_id, expected)
+        return "done" if finished else "running"
+
+    async def deliver(self, entry: Entry, chunk: str, followers: Sequence[str]) -> bool:
+        """Deliver one chunk; True if that completed the fan-out."""
+        started = time.time()
+        await self.manager.push(entry, followers)
+        metrics.FANOUT_ENTRIES.labels("dynamodb").inc(len(followers))
+        metrics.FANOUT_LAG.observe(max(0.0, started - entry.created_at / 1000))
+        return await self.stores.koos.chunk_done(entry.koo_id, chunk)
+
+    async def deliver_chunk(self, koo_id: str, chunk: str, followers: Sequence[str]) -> str:
+        """The chunk job: deliver unless the koo is gone."""
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or item.get("deleted") or "created_at" not in item:
+            return "gone"
+        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
+        finished = await self.deliver(entry, chunk, followers)
+        return "done" if finished else "delivered"
+
+    async def sweep(self, now: int | None = None) -> int:
+        """Re-enqueue fan-outs not finished by their deadline; returns how many."""
+        now = int(time.time()) if now is None else now
+        overdue = await self.stores.koos.overdue_fanouts(now)
+        count = 0
+        for item in overdue:
+            attempt = int(item.get("fanout_deadline", now))
+            if await self.jobs.enqueue(
+                "fan_out_koo", item["koo_id"], attempt,
+                job_id=keys.fanout_job(item["koo_id"], attempt),
+            ):
+                count += 1
+                log.warning("re-enqueued an overdue fan-out", extra={"koo_id": item["koo_id"]})
+        return count
+
+    async def demote(self, author: str) -> int:
+        """An author fell below the celebrity threshold: fan out their recent pulled koos,
+        then stop pulling. Returns how many koos were fanned out."""
+        followers, _ = await self.stores.users.counters(author)
+        if followers >= self.settings.celebrity_followers:
+            return 0
+        recent = await self.stores.koos.by_author(
+            author, limit=self.settings.celebrity_recent_items
+        )
+        count = 0
+        for koo_id, _ in recent:
+            if await self.stores.koos.unpull(koo_id):
+                await self.run(koo_id)
+                count += 1
+        # Only now stop pulling: until every koo above is delivered, reads still pull them.
+        await self.stores.users.set_celebrity(author, False)
+        await self.manager.cache.celebrity_changed(author, False)
+        return count
+
+    async def undeliver(self, koo_id: str) -> int:
+        """Purge a deleted koo from its author's and followers' timelines."""
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or "created_at" not in item:
+            return 0
+        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
+        await self.manager.unpush(entry, [entry.author_id])
+        count = 1
+        async for followers in self.stores.relations.incoming_pages(
+            entry.author_id, keys.REL_FOLLOW, page_size=self.settings.fanout_chunk_size
+        ):
+            await self.manager.unpush(entry, followers)
+            count += len(followers)
+        return count

@@ -1,0 +1,186 @@
+"""Every Redis key and DynamoDB key of the service is built here, and only here.
+
+Redis keys of one user carry the hash tag ``{user_id}`` so everything of one
+user lives on one Redis Cluster slot; ids are validated to ``[A-Za-z0-9_-]``,
+so they can never contain a brace, colon or wildcard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# --- arq queues (on the queue Redis) --------------------------------------------------
+
+QUEUE_REALTIME = "feed:queue:realtime"
+QUEUE_BACKFILL = "feed:queue:backfill"
+QUEUES = {"realtime": QUEUE_REALTIME, "backfill": QUEUE_BACKFILL}
+
+# --- timeline sort keys ---------------------------------------------------------------
+
+SORT_SEP = "#"
+TIMELINE_READY = "!ready"  # sentinel member of a complete cached timeline (score +inf)
+TIMELINE_BUILDING = "!building"  # sentinel member while a rebuild is in progress
+COMPLETE = "!all"  # sentinel of a cached author set that holds the author's whole history
+LOADED = "!"  # sentinel member of a cached set that has been loaded from storage
+
+
+def sort_key(created_ms: int, koo_id: str) -> str:
+    """``created_ms:013d#koo_id``: lexical order is time order, ties broken by id."""
+    return f"{created_ms:013d}{SORT_SEP}{koo_id}"
+
+
+def parse_sort_key(value: str) -> tuple[int, str]:
+    """Inverse of :func:`sort_key`."""
+    created, _, koo_id = value.partition(SORT_SEP)
+    return int(created), koo_id
+
+
+# --- Redis: per-user (hash-tagged) ----------------------------------------------------
+
+
+def timeline(user_id: str) -> str:
+    """Sorted set of koo ids (score: created ms) cached for an active reader."""
+    return f"feed:{{{user_id}}}:tl"
+
+
+def timeline_lock(user_id: str) -> str:
+    """Single-flight lock for rebuilding one reader's cached timeline."""
+    return f"feed:{{{user_id}}}:tl:lock"
+
+
+def following(user_id: str) -> str:
+    """Set of user ids ``user_id`` follows (with the LOADED sentinel)."""
+    return f"feed:{{{user_id}}}:following"
+
+
+def blocking(user_id: str) -> str:
+    """Set of user ids ``user_id`` blocks."""
+    return f"feed:{{{user_id}}}:blocking"
+
+
+def muting(user_id: str) -> str:
+    """Set of user ids ``user_id`` mutes."""
+    return f"feed:{{{user_id}}}:muting"
+
+
+def blocked_by(user_id: str) -> str:
+    """Set of user ids that block ``user_id``."""
+    return f"feed:{{{user_id}}}:blocked_by"
+
+
+def affinity(user_id: str) -> str:
+    """Hash author_id -> interaction weight of the reader with that author."""
+    return f"feed:{{{user_id}}}:affinity"
+
+
+def author_recent(author_id: str) -> str:
+    """Sorted set of an author's recent koo ids (pulled at read time for celebrities)."""
+    return f"feed:{{{author_id}}}:recent"
+
+
+def koo(koo_id: str) -> str:
+    """Hash of a koo's body and counters."""
+    return f"feed:koo:{{{koo_id}}}"
+
+
+def celebrities() -> str:
+    """Set of authors whose koos are pulled at read time (with the LOADED sentinel)."""
+    return "feed:celebrities"
+
+
+def trending(lang: str) -> str:
+    """Sorted set of trending koo ids in one language (score: decayed engagement)."""
+    return f"feed:trending:{{{lang}}}"
+
+
+def popular_authors(lang: str) -> str:
+    """Sorted set of popular authors in one language (score: followers)."""
+    return f"feed:popular:{{{lang}}}"
+
+
+def recommendations(user_id: str, kind: str) -> str:
+    """Cached recommendations of one kind (``follows`` or ``koos``) for a reader."""
+    return f"feed:{{{user_id}}}:rec:{kind}"
+
+
+def rate_limit(token_digest: str) -> str:
+    """Token bucket of one API token (by digest: tokens never appear in keys)."""
+    return f"feed:ratelimit:{{{token_digest}}}"
+
+
+def token_digest(token: str) -> str:
+    """A short, non-reversible name for an API token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+# --- Redis: job ids (arq _job_id) -----------------------------------------------------
+
+
+def event_job(event_id: str) -> str:
+    """arq job id of one event: a second enqueue of the same event is a no-op."""
+    return f"ev:{event_id}"
+
+
+def fanout_job(koo_id: str, attempt: int = 0) -> str:
+    """arq job id of the fan-out coordinator of one koo (attempt > 0: sweeper re-runs)."""
+    return f"fanout:{koo_id}:{attempt}"
+
+
+def fanout_chunk_job(koo_id: str, chunk_id: str) -> str:
+    """arq job id of one chunk of a fan-out."""
+    return f"fanout:{koo_id}:chunk:{chunk_id}"
+
+
+def chunk_id(first_follower: str, size: int) -> str:
+    """A stable name for a chunk of followers: where it starts and how many."""
+    digest = hashlib.blake2s(first_follower.encode(), digest_size=6).hexdigest()
+    return f"{digest}-{size}"
+
+
+# --- DynamoDB ------------------------------------------------------------------------
+
+REL_FOLLOW = "follow"
+REL_BLOCK = "block"
+REL_MUTE = "mute"
+REL_KINDS = (REL_FOLLOW, REL_BLOCK, REL_MUTE)
+
+
+def relation_sk(kind: str, other_id: str) -> str:
+    """Sort key of a relation row ``user -> other``: ``kind#other``."""
+    return f"{kind}{SORT_SEP}{other_id}"
+
+
+def relation_inverse_sk(kind: str, user_id: str) -> str:
+    """Sort key on the inverse index (partition: other): ``kind#user``."""
+    return f"{kind}{SORT_SEP}{user_id}"
+
+
+def relation_prefix(kind: str) -> str:
+    """Prefix of every relation sort key of one kind."""
+    return f"{kind}{SORT_SEP}"
+
+
+def split_relation_sk(value: str) -> tuple[str, str]:
+    """``kind#other`` -> (kind, other)."""
+    kind, _, other = value.partition(SORT_SEP)
+    return kind, other
+
+
+def reaction_sk(user_id: str, kind: str) -> str:
+    """Sort key of a reaction row under its koo: ``user#kind``."""
+    return f"{user_id}{SORT_SEP}{kind}"
+
+
+def split_reaction_sk(value: str) -> tuple[str, str]:
+    """``user#kind`` -> (user, kind)."""
+    user_id, _, kind = value.rpartition(SORT_SEP)
+    return user_id, kind
+
+
+def recommendation_sk(kind: str, rank: int) -> str:
+    """Sort key of a stored recommendation: ``kind#rank``."""
+    return f"{kind}{SORT_SEP}{rank:04d}"
+
+
+FANOUT_SHARD = "pending"  # partition of the sparse index of unfinished fan-outs
+CELEBRITY_SHARD = "celebrity"  # partition of the sparse index of celebrity authors

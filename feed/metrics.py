@@ -1,0 +1,55 @@
+"""Prometheus metrics of the API and the workers (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "CACHE_LOOKUPS",
+    "DYNAMODB_CALLS",
+    "DYNAMODB_RETRIES",
+    "EVENTS_APPLIED",
+    "FANOUT_ENTRIES",
+    "FANOUT_LAG",
+    "QUEUE_DEPTH",
+    "REQUEST_LATENCY",
+]
+
+_FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+REQUEST_LATENCY = Histogram(
+    "feed_http_request_seconds",
+    "Latency of read-API requests by route.",
+    ["route", "method", "status"],
+    buckets=_FAST,
+)
+CACHE_LOOKUPS = Counter(
+    "feed_cache_lookups_total",
+    "Hot-cache lookups by what they found (hit, miss).",
+    ["kind", "result"],
+)
+DYNAMODB_CALLS = Histogram(
+    "feed_dynamodb_call_seconds",
+    "Latency of DynamoDB calls by operation.",
+    ["operation"],
+    buckets=_FAST,
+)
+DYNAMODB_RETRIES = Counter(
+    "feed_dynamodb_retries_total",
+    "Requests retried by the service after throttling or unprocessed items.",
+    ["operation", "reason"],
+)
+FANOUT_LAG = Histogram(
+    "feed_fanout_lag_seconds",
+    "Time from a koo's event to its delivery into follower timelines (per chunk).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+FANOUT_ENTRIES = Counter(
+    "feed_fanout_entries_total", "Timeline entries written by fan-out.", ["target"]
+)
+EVENTS_APPLIED = Counter(
+    "feed_events_total",
+    "Events handled by the workers, by type and outcome.",
+    ["type", "outcome"],
+)
+QUEUE_DEPTH = Gauge("feed_queue_depth", "Jobs waiting in each arq queue.", ["queue"])

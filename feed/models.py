@@ -1,0 +1,91 @@
+"""The service's records, as frozen dataclasses with their wire (JSON) forms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Koo", "Reaction", "User"]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    handle: str
+    lang: str
+    region: str
+    created_at: int
+    followers: int = 0
+    following: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "handle": self.handle,
+            "lang": self.lang,
+            "region": self.region,
+            "followers": self.followers,
+            "following": self.following,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Koo:
+    koo_id: str
+    author_id: str
+    text: str
+    lang: str
+    created_at: int
+    hashtags: tuple[str, ...] = ()
+    reply_to: str | None = None
+    rekoo_of: str | None = None
+    likes: int = 0
+    rekoos: int = 0
+    comments: int = 0
+    deleted: bool = False
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "koo_id": self.koo_id,
+            "author_id": self.author_id,
+            "text": self.text,
+            "lang": self.lang,
+            "created_at": self.created_at,
+            "hashtags": list(self.hashtags),
+            "reply_to": self.reply_to,
+            "rekoo_of": self.rekoo_of,
+            "likes": self.likes,
+            "rekoos": self.rekoos,
+            "comments": self.comments,
+        }
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Koo:
+        """From a stored item (DynamoDB or the cache's hash, decoded)."""
+        return cls(
+            koo_id=item["koo_id"],
+            author_id=item.get("author_id", ""),
+            text=item.get("text", ""),
+            lang=item.get("lang", ""),
+            created_at=int(item.get("created_at", 0)),
+            hashtags=tuple(item.get("hashtags") or ()),
+            reply_to=item.get("reply_to"),
+            rekoo_of=item.get("rekoo_of"),
+            likes=max(0, int(item.get("likes", 0))),
+            rekoos=max(0, int(item.get("rekoos", 0))),
+            comments=max(0, int(item.get("comments", 0))),
+            deleted=bool(item.get("deleted", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    koo_id: str
+    user_id: str
+    kind: str
+    created_at: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "kind": self.kind, "created_at": self.created_at}

@@ -1,0 +1,148 @@
+"""Open every client the service needs, and build the domain objects over them.
+
+The API's lifespan, the workers' startup, the CLI and the demo all call
+:func:`open_services`; nothing opens a client at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+
+from config.settings import Settings
+from feed import keys
+from feed.apply import EventApplier
+from feed.cache import Cache, RedisClient
+from feed.jobs import REALTIME
+from feed.publisher import EventPublisher
+from feed.store import Stores, open_dynamo
+from feed.timeline import FeedManager
+
+__all__ = [
+    "ArqJobQueue",
+    "Services",
+    "deserialize_job",
+    "open_cache_redis",
+    "open_queue_redis",
+    "open_services",
+    "serialize_job",
+]
+
+log = logging.getLogger(__name__)
+
+
+def serialize_job(data: dict[str, Any]) -> bytes:
+    """Jobs and results are JSON (orjson), never pickle; exceptions become their repr."""
+    return orjson.dumps(data, default=repr)
+
+
+def deserialize_job(raw: bytes) -> Any:
+    return orjson.loads(raw)
+
+
+class ArqJobQueue:
+    """:class:`feed.jobs.JobQueue` over arq."""
+
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+
+    async def enqueue(
+        self, function: str, *args: Any, job_id: str, queue: str = REALTIME,
+        defer_seconds: float | None = None,
+    ) -> bool:
+        job = await self.pool.enqueue_job(
+            function, *args, _job_id=job_id, _queue_name=keys.QUEUES[queue],
+            _defer_by=defer_seconds,
+        )
+        return job is not None
+
+    async def depth(self, queue: str) -> int:
+        return int(await self.pool.zcard(keys.QUEUES[queue]))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    stores: Stores
+    cache: Cache
+    queue_redis: ArqRedis
+    jobs: ArqJobQueue
+    manager: FeedManager
+    applier: EventApplier
+    publisher: EventPublisher
+
+
+def open_queue_redis(settings: Settings) -> ArqRedis:
+    """The queue's Redis (standalone: arq has no cluster mode), with timeouts."""
+    pool = ConnectionPool.from_url(
+        settings.redis_url,
+        socket_timeout=max(settings.redis_timeout, 5.0),
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+    )
+    return ArqRedis(
+        pool, job_serializer=serialize_job, job_deserializer=deserialize_job,
+        default_queue_name=keys.QUEUE_REALTIME,
+    )
+
+
+async def open_cache_redis(settings: Settings) -> RedisClient:
+    """The hot cache's Redis: a Redis Cluster if the server says it is one."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+    }
+    probe: Redis = Redis.from_url(settings.cache_redis_url, **options)
+    try:
+        info = await probe.info("cluster")
+        clustered = bool(info.get("cluster_enabled"))
+    except Exception:  # a stand-in without INFO, or no answer yet: assume standalone
+        clustered = False
+    if not clustered:
+        return probe
+    await probe.aclose()
+    cluster: RedisCluster = RedisCluster.from_url(settings.cache_redis_url, **options)
+    await cluster.initialize()
+    return cluster
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    cache_redis: RedisClient | None = None,
+    queue_redis: ArqRedis | None = None,
+) -> AsyncIterator[Services]:
+    """Open DynamoDB, the cache Redis and the queue Redis; close them all on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        db = await stack.enter_async_context(open_dynamo(settings))
+        if cache_redis is None:
+            cache_redis = await open_cache_redis(settings)
+            stack.push_async_callback(cache_redis.aclose)
+        if queue_redis is None:
+            queue_redis = open_queue_redis(settings)
+            stack.push_async_callback(queue_redis.aclose)
+        stores = Stores(db)
+        cache = Cache(cache_redis, settings)
+        manager = FeedManager(settings, stores, cache)
+        stack.push_async_callback(manager.drain)
+        jobs = ArqJobQueue(queue_redis)
+        yield Services(
+            settings=settings,
+            stores=stores,
+            cache=cache,
+            queue_redis=queue_redis,
+            jobs=jobs,
+            manager=manager,
+            applier=EventApplier(manager, jobs),
+            publisher=EventPublisher(jobs),
+        )

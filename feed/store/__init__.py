@@ -1,0 +1,38 @@
+"""DynamoDB access, one module per dataset, bundled in :class:`Stores`."""
+
+from __future__ import annotations
+
+from feed.store._dynamo import Backoff, Dynamo, open_dynamo
+from feed.store.koos import Koos
+from feed.store.ledger import DeadLetters, Ledger
+from feed.store.reactions import Reactions
+from feed.store.recommendations import Recommendations
+from feed.store.relations import Relations
+from feed.store.tables import create_tables, drop_tables
+from feed.store.timelines import Entry, Timelines
+from feed.store.users import Users
+
+__all__ = [
+    "Backoff",
+    "Dynamo",
+    "Entry",
+    "Stores",
+    "create_tables",
+    "drop_tables",
+    "open_dynamo",
+]
+
+
+class Stores:
+    """Every dataset store over one DynamoDB connection."""
+
+    def __init__(self, db: Dynamo) -> None:
+        self.db = db
+        self.users = Users(db)
+        self.koos = Koos(db)
+        self.reactions = Reactions(db)
+        self.relations = Relations(db)
+        self.timelines = Timelines(db)
+        self.recommendations = Recommendations(db)
+        self.ledger = Ledger(db)
+        self.dead_letters = DeadLetters(db)

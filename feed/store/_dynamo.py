@@ -1,0 +1,401 @@
+"""The DynamoDB connection: one aioboto3 client, error mapping, paging, batches.
+
+Everything that touches DynamoDB goes through :class:`Dynamo`, which is the
+one place that decides what is retried: botocore retries transient transport
+and throttling errors first (standard or adaptive mode, bounded attempts);
+batch operations then retry what came back unprocessed or throttled, with
+capped exponential backoff and full jitter, and raise
+:class:`~feed.errors.RetriesExhausted` when the budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aioboto3
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from config.settings import Settings
+from config.tables import TABLES
+from feed import metrics
+from feed.errors import (
+    RetriesExhausted,
+    StorageError,
+    StorageUnavailable,
+    from_client_error,
+)
+from feed.store._codec import Item, Wire, from_wire, to_wire
+
+__all__ = ["Backoff", "Dynamo", "open_dynamo"]
+
+log = logging.getLogger(__name__)
+
+BATCH_WRITE_MAX = 25
+BATCH_GET_MAX = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential backoff with full jitter (sleep ~ U(0, min(cap, base * 2^n)))."""
+
+    base: float = 0.025
+    cap: float = 1.0
+    attempts: int = 10
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        ceiling = min(self.cap, self.base * (2**attempt))
+        return (rng or random).uniform(0, ceiling)
+
+
+@contextlib.asynccontextmanager
+async def open_dynamo(
+    settings: Settings,
+    *,
+    endpoint: str | None = None,
+    prefix: str | None = None,
+    region: str | None = None,
+) -> AsyncIterator[Dynamo]:
+    """Open a client for ``settings`` (or another endpoint / region) and close it after."""
+    endpoint = endpoint if endpoint is not None else settings.dynamodb_endpoint
+    credentials: dict[str, str] = {}
+    if endpoint and not _credentials_configured():
+        # A local emulator accepts any credentials; avoid searching the AWS chain.
+        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
+    session = aioboto3.Session(region_name=region or settings.aws_region, **credentials)
+    config = AioConfig(
+        retries={
+            "mode": settings.dynamodb_retry_mode,
+            "max_attempts": settings.dynamodb_max_attempts,
+        },
+        connect_timeout=settings.dynamodb_connect_timeout,
+        read_timeout=settings.dynamodb_read_timeout,
+        max_pool_connections=max(64, settings.dynamodb_concurrency * 4),
+        tcp_keepalive=True,
+    )
+    async with session.client("dynamodb", endpoint_url=endpoint, config=config) as client:
+        yield Dynamo(client, settings, prefix=settings.table_prefix if prefix is None else prefix)
+
+
+def _credentials_configured() -> bool:
+    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
+        return True
+    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
+    return os.path.exists(os.path.expanduser(shared))
+
+
+class Dynamo:
+    """A DynamoDB client bound to the service's tables."""
+
+    def __init__(self, client: Any, settings: Settings, *, prefix: str) -> None:
+        self.client = client
+        self.settings = settings
+        self.prefix = prefix
+        self.backoff = Backoff()
+        self.concurrency = settings.dynamodb_concurrency
+
+    def table(self, dataset: str) -> str:
+        """The full table name of one dataset."""
+        if dataset not in TABLES:
+            raise KeyError(f"unknown dataset {dataset!r}")
+        return self.prefix + dataset
+
+    async def call(self, operation: str, **request: Any) -> dict[str, Any]:
+        """One low-level call, timed, with errors mapped to the project's types."""
+        method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
+        started = time.perf_counter()
+        try:
+            return await method(**request)
+        except ClientError as exc:
+            raise from_client_error(exc) from exc
+        except (TimeoutError, BotoCoreError, OSError) as exc:
+            raise StorageUnavailable(f"{operation}: {exc}", type(exc).__name__) from exc
+        finally:
+            metrics.DYNAMODB_CALLS.labels(operation).observe(time.perf_counter() - started)
+
+    # --- single items ----------------------------------------------------------------
+
+    async def get(
+        self, dataset: str, key: Mapping[str, Any], *, consistent: bool = False,
+        attributes: Sequence[str] | None = None,
+    ) -> Item | None:
+        request: dict[str, Any] = {
+            "TableName": self.table(dataset), "Key": to_wire(key), "ConsistentRead": consistent,
+        }
+        if attributes:
+            request["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(attributes)))
+            request["ExpressionAttributeNames"] = {f"#a{i}": a for i, a in enumerate(attributes)}
+        response = await self.call("get_item", **request)
+        item = response.get("Item")
+        return from_wire(item) if item else None
+
+    async def put(
+        self, dataset: str, item: Mapping[str, Any], *, condition: str | None = None,
+        names: Mapping[str, str] | None = None, values: Wire | None = None,
+    ) -> None:
+        request: dict[str, Any] = {"TableName": self.table(dataset), "Item": to_wire(item)}
+        _add_expression(request, condition, names, values)
+        await self.call("put_item", **request)
+
+    async def update(
+        self, dataset: str, key: Mapping[str, Any], expression: str, *,
+        condition: str | None = None, names: Mapping[str, str] | None = None,
+        values: Wire | None = None, returns: str = "NONE",
+    ) -> Item:
+        request: dict[str, Any] = {
+            "TableName": self.table(dataset), "Key": to_wire(key),
+            "UpdateExpression": expression, "ReturnValues": returns,
+        }
+        _add_expression(request, condition, names, values)
+        response = await self.call("update_item", **request)
+        return from_wire(response.get("Attributes", {}))
+
+    async def delete(
+        self, dataset: str, key: Mapping[str, Any], *, condition: str | None = None,
+        names: Mapping[str, str] | None = None, values: Wire | None = None,
+    ) -> None:
+        request: dict[str, Any] = {"TableName": self.table(dataset), "Key": to_wire(key)}
+        _add_expression(request, condition, names, values)
+        await self.call("delete_item", **request)
+
+    # --- queries ----------------------------------------------------------------------
+
+    async def query_page(
+        self, dataset: str, key_condition: str, *, values: Wire,
+        names: Mapping[str, str] | None = None, index: str | None = None,
+        limit: int | None = None, forward: bool = True, start: Mapping[str, Any] | None = None,
+        filter: str | None = None, consistent: bool = False,
+        attributes: Sequence[str] | None = None,
+    ) -> tuple[list[Item], Item | None]:
+        """One page of a Query: the items and the key to continue from (None at the end)."""
+        request: dict[str, Any] = {
+            "TableName": self.table(dataset),
+            "KeyConditionExpression": key_condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": forward,
+        }
+        all_names = dict(names or {})
+        if attributes:
+            request["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(attributes)))
+            all_names.update({f"#p{i}": a for i, a in enumerate(attributes)})
+        if all_names:
+            request["ExpressionAttributeNames"] = all_names
+        if index:
+            request["IndexName"] = index
+        if limit:
+            request["Limit"] = limit
+        if start:
+            request["ExclusiveStartKey"] = to_wire(start)
+        if filter:
+            request["FilterExpression"] = filter
+        if consistent:
+            request["ConsistentRead"] = True
+        response = await self.call("query", **request)
+        items = [from_wire(i) for i in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return items, (from_wire(last) if last else None)
+
+    async def query(
+        self, dataset: str, key_condition: str, *, values: Wire,
+        page_size: int | None = None, max_items: int | None = None, **options: Any,
+    ) -> AsyncIterator[Item]:
+        """Every item a Query matches, fetched page by page (never a whole partition at once)."""
+        start: Item | None = options.pop("start", None)
+        produced = 0
+        while True:
+            items, start = await self.query_page(
+                dataset, key_condition, values=values, limit=page_size, start=start, **options
+            )
+            for item in items:
+                yield item
+                produced += 1
+                if max_items is not None and produced >= max_items:
+                    return
+            if start is None:
+                return
+
+    async def scan_pages(
+        self, dataset: str, *, segment: int = 0, segments: int = 1,
+        start: Mapping[str, Any] | None = None, limit: int = 500,
+        attributes: Sequence[str] | None = None,
+    ) -> AsyncIterator[tuple[list[Item], Item | None]]:
+        """A (parallel-segment) Scan, page by page with the key to resume from."""
+        cursor = dict(start) if start else None
+        while True:
+            request: dict[str, Any] = {
+                "TableName": self.table(dataset), "Limit": limit,
+            }
+            if segments > 1:
+                request.update(Segment=segment, TotalSegments=segments)
+            if cursor:
+                request["ExclusiveStartKey"] = to_wire(cursor)
+            if attributes:
+                request["ProjectionExpression"] = ", ".join(
+                    f"#p{i}" for i in range(len(attributes))
+                )
+                request["ExpressionAttributeNames"] = {
+                    f"#p{i}": a for i, a in enumerate(attributes)
+                }
+            response = await self.call("scan", **request)
+            last = response.get("LastEvaluatedKey")
+            cursor = from_wire(last) if last else None
+            yield [from_wire(i) for i in response.get("Items", [])], cursor
+            if cursor is None:
+                return
+
+    # --- batches ----------------------------------------------------------------------
+
+    async def batch_get(
+        self, dataset: str, keys: Sequence[Mapping[str, Any]], *,
+        attributes: Sequence[str] | None = None, consistent: bool = False,
+    ) -> list[Item]:
+        """Every existing item among ``keys`` (any number; 100 per request, in parallel)."""
+        unique: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        for key in keys:
+            unique.setdefault(tuple(sorted(key.items())), key)
+        chunks = _chunks(list(unique.values()), BATCH_GET_MAX)
+        results = await _gather_bounded(
+            (self._batch_get_chunk(dataset, c, attributes, consistent) for c in chunks),
+            self.concurrency,
+        )
+        return [item for chunk in results for item in chunk]
+
+    async def _batch_get_chunk(
+        self, dataset: str, keys: Sequence[Mapping[str, Any]],
+        attributes: Sequence[str] | None, consistent: bool,
+    ) -> list[Item]:
+        table = self.table(dataset)
+        request: dict[str, Any] = {"Keys": [to_wire(k) for k in keys], "ConsistentRead": consistent}
+        if attributes:
+            request["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(attributes)))
+            request["ExpressionAttributeNames"] = {f"#p{i}": a for i, a in enumerate(attributes)}
+        found: list[Item] = []
+        pending: dict[str, Any] = {table: request}
+        for attempt in range(self.backoff.attempts + 1):
+            try:
+                response = await self.call("batch_get_item", RequestItems=pending)
+            except StorageUnavailable as exc:
+                await self._pause("BatchGetItem", exc.code or "unavailable", attempt, exc)
+                continue
+            found.extend(from_wire(i) for i in response.get("Responses", {}).get(table, []))
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                return found
+            await self._pause("BatchGetItem", "unprocessed", attempt, None)
+        raise RetriesExhausted(f"BatchGetItem on {table}: keys still unprocessed after retries")
+
+    async def batch_write(
+        self, dataset: str, *, puts: Iterable[Mapping[str, Any]] = (),
+        deletes: Iterable[Mapping[str, Any]] = (),
+    ) -> int:
+        """Write any number of items: 25 per request, bounded concurrency, retried.
+
+        Returns how many items were written. Raises RetriesExhausted if some items
+        were still unprocessed (or throttled) after every retry.
+        """
+        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": to_wire(i)}} for i in puts]
+        requests += [{"DeleteRequest": {"Key": to_wire(k)}} for k in deletes]
+        if not requests:
+            return 0
+        chunks = _chunks(requests, BATCH_WRITE_MAX)
+        await _gather_bounded(
+            (self._batch_write_chunk(self.table(dataset), c) for c in chunks), self.concurrency
+        )
+        return len(requests)
+
+    async def _batch_write_chunk(self, table: str, requests: list[dict[str, Any]]) -> None:
+        pending = requests
+        for attempt in range(self.backoff.attempts + 1):
+            try:
+                response = await self.call("batch_write_item", RequestItems={table: pending})
+            except StorageUnavailable as exc:
+                await self._pause("BatchWriteItem", exc.code or "unavailable", attempt, exc)
+                continue
+            pending = (response.get("UnprocessedItems") or {}).get(table, [])
+            if not pending:
+                return
+            await self._pause("BatchWriteItem", "unprocessed", attempt, None)
+        raise RetriesExhausted(
+            f"BatchWriteItem on {table}: {len(pending)} items still unprocessed after "
+            f"{self.backoff.attempts} retries"
+        )
+
+    async def _pause(
+        self, operation: str, reason: str, attempt: int, exc: StorageError | None
+    ) -> None:
+        if attempt >= self.backoff.attempts:
+            if exc is not None:
+                raise RetriesExhausted(
+                    f"{operation}: still failing after {self.backoff.attempts} retries: {exc}",
+                    exc.code,
+                ) from exc
+            return
+        metrics.DYNAMODB_RETRIES.labels(operation, reason).inc()
+        await asyncio.sleep(self.backoff.delay(attempt))
+
+    # --- transactions -----------------------------------------------------------------
+
+    async def transact(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """TransactWriteItems; items are ``{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}``
+        with ``TableName`` given as a dataset name and keys/items as plain dicts."""
+        wire_items = [_wire_transact_item(self, item) for item in items]
+        for attempt in range(self.backoff.attempts + 1):
+            try:
+                await self.call("transact_write_items", TransactItems=wire_items)
+                return
+            except StorageUnavailable as exc:
+                # Conflicts with a concurrent transaction on the same item: try again.
+                await self._pause("TransactWriteItems", exc.code or "conflict", attempt, exc)
+
+
+def _wire_transact_item(db: Dynamo, item: Mapping[str, Any]) -> dict[str, Any]:
+    (kind, body), = item.items()
+    wire = dict(body)
+    wire["TableName"] = db.table(body["TableName"])
+    if "Key" in wire:
+        wire["Key"] = to_wire(wire["Key"])
+    if "Item" in wire:
+        wire["Item"] = to_wire(wire["Item"])
+    return {kind: wire}
+
+
+def _add_expression(
+    request: dict[str, Any], condition: str | None, names: Mapping[str, str] | None,
+    values: Wire | None,
+) -> None:
+    if condition:
+        request["ConditionExpression"] = condition
+    if names:
+        request["ExpressionAttributeNames"] = dict(names)
+    if values:
+        request["ExpressionAttributeValues"] = values
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+async def _gather_bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[Any]:
+    """Run awaitables with at most ``limit`` in flight; the first error cancels the rest."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(aw: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await aw
+
+    tasks = [asyncio.ensure_future(run(c)) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,86 @@
+"""Relations between users: follow, block and mute, with an inverse index of active ones."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from config.tables import RELATIONS, RELATIONS_INVERSE
+from feed import keys
+from feed.errors import ConditionFailed
+from feed.store import _toggle
+from feed.store._codec import Item, values
+from feed.store._dynamo import Dynamo
+
+__all__ = ["Relations"]
+
+_INDEX_ATTRS = ("inv_pk", "inv_sk")
+
+
+class Relations:
+    def __init__(self, db: Dynamo) -> None:
+        self.db = db
+
+    @staticmethod
+    def key(user_id: str, kind: str, other_id: str) -> dict[str, str]:
+        return {"user_id": user_id, "rel": keys.relation_sk(kind, other_id)}
+
+    def switch_on_item(self, user_id: str, kind: str, other_id: str, at: int) -> dict[str, Any]:
+        return _toggle.switch_on(
+            RELATIONS, self.key(user_id, kind, other_id), at,
+            {"inv_pk": other_id, "inv_sk": keys.relation_inverse_sk(kind, user_id),
+             "created_at": at},
+        )
+
+    def switch_off_item(self, user_id: str, kind: str, other_id: str, at: int) -> dict[str, Any]:
+        return _toggle.switch_off(RELATIONS, self.key(user_id, kind, other_id), at, _INDEX_ATTRS)
+
+    async def settle(self, user_id: str, kind: str, other_id: str, at: int, on: bool) -> None:
+        """Record the version of an event that changed nothing (see _toggle.settle)."""
+        args = _toggle.settle(self.key(user_id, kind, other_id), at, on)
+        with contextlib.suppress(ConditionFailed):  # a newer event decided this row
+            await self.db.update(RELATIONS, args["key"], args["expression"],
+                                 condition=args["condition"], names=args["names"],
+                                 values=args["values"])
+
+    async def is_active(self, user_id: str, kind: str, other_id: str) -> bool:
+        item = await self.db.get(RELATIONS, self.key(user_id, kind, other_id), consistent=True,
+                                 attributes=["active"])
+        return bool(item and item.get("active"))
+
+    async def outgoing(self, user_id: str) -> dict[str, set[str]]:
+        """Every active relation from ``user_id``: {"follow": {...}, "block": ..., "mute": ...}."""
+        found: dict[str, set[str]] = {kind: set() for kind in keys.REL_KINDS}
+        async for item in self.db.query(
+            RELATIONS, "user_id = :u", values=values(u=user_id, on=True),
+            filter="active = :on", page_size=1000, attributes=["rel"],
+        ):
+            kind, other = keys.split_relation_sk(item["rel"])
+            found.setdefault(kind, set()).add(other)
+        return found
+
+    async def incoming(self, other_id: str, kind: str) -> set[str]:
+        """Every user with an active ``kind`` relation to ``other_id`` (e.g. who blocks them)."""
+        users: set[str] = set()
+        async for ids in self.incoming_pages(other_id, kind):
+            users.update(ids)
+        return users
+
+    async def incoming_pages(
+        self, other_id: str, kind: str, *, page_size: int = 1000, start: Item | None = None,
+    ) -> AsyncIterator[list[str]]:
+        """Users with an active ``kind`` relation to ``other_id`` (followers, for "follow"),
+        page by page from the inverse index."""
+        cursor = start
+        while True:
+            items, cursor = await self.db.query_page(
+                RELATIONS, "inv_pk = :o AND begins_with(inv_sk, :k)",
+                values=values(o=other_id, k=keys.relation_prefix(kind)),
+                index=RELATIONS_INVERSE, limit=page_size, start=cursor,
+            )
+            ids = [keys.split_relation_sk(i["inv_sk"])[1] for i in items]
+            if ids:
+                yield ids
+            if cursor is None:
+                return

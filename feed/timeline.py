@@ -1,0 +1,355 @@
+"""Every timeline operation, in matched pairs, over DynamoDB and the hot cache.
+
+``push``/``unpush`` deliver one koo to many readers (fan-out, deletes);
+``merge``/``unmerge`` bring one author's koos into or out of one reader's
+timeline (follow, unfollow, block, mute); ``populate`` rebuilds a reader's
+cached timeline from DynamoDB, once (single-flight). ``candidates`` walks a
+reader's timeline and followed celebrities' koos in time order for the read
+path. DynamoDB is written first, then the cache, so the cache never holds
+what storage lacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from config.settings import Settings
+from feed import keys
+from feed.cache import Cache, RelationSets
+from feed.errors import StorageUnavailable
+from feed.models import Koo
+from feed.store import Entry, Stores
+
+__all__ = ["REACTION_WEIGHT", "Candidate", "FeedManager", "Slice"]
+
+log = logging.getLogger(__name__)
+
+# How much one reaction says about a reader's interest in the koo's author.
+REACTION_WEIGHT = {"like": 1, "rekoo": 2, "comment": 3}
+AFFINITY_SAMPLE = 200  # recent reactions that make up a reader's affinity
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A koo that may be shown in a reader's feed, before ranking."""
+
+    koo: Koo
+    reason: str  # "following", "self" or "celebrity"
+
+    @property
+    def position(self) -> tuple[int, str]:
+        return self.koo.created_at, self.koo.koo_id
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One page worth of eligible candidates in time order, and where to go on from."""
+
+    candidates: list[Candidate]
+    boundary: tuple[int, str] | None  # the oldest position consumed
+    more: bool
+
+
+class FeedManager:
+    """Owns the timelines: storage, cache and the single-flight rebuilds."""
+
+    def __init__(self, settings: Settings, stores: Stores, cache: Cache) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.cache = cache
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- views, from the cache with a DynamoDB fallback --------------------------------
+
+    async def relations_of(self, reader: str) -> RelationSets:
+        """Whom the reader follows, blocks and mutes, and who blocks the reader."""
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.relation_sets(reader)
+            if cached is not None:
+                return cached
+        outgoing, blocked_by = await asyncio.gather(
+            self.stores.relations.outgoing(reader),
+            self.stores.relations.incoming(reader, "block"),
+        )
+        sets = RelationSets(
+            following=frozenset(outgoing.get("follow", ())),
+            blocking=frozenset(outgoing.get("block", ())),
+            muting=frozenset(outgoing.get("mute", ())),
+            blocked_by=frozenset(blocked_by),
+        )
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_relation_sets(reader, sets)
+        return sets
+
+    async def celebrities(self) -> frozenset[str]:
+        """Authors whose koos are pulled at read time."""
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.celebrities()
+            if cached is not None:
+                return cached
+        authors = frozenset(await self.stores.users.celebrities())
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_celebrities(authors)
+        return authors
+
+    async def affinity_of(self, reader: str) -> dict[str, float]:
+        """author_id -> weight of the reader's recent reactions to that author's koos."""
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.affinity(reader)
+            if cached is not None:
+                return cached
+        weights: dict[str, float] = {}
+        for item in await self.stores.reactions.recent_by_user(reader, limit=AFFINITY_SAMPLE):
+            author = item.get("author_id")
+            if author and author != reader:
+                weights[author] = weights.get(author, 0.0) + REACTION_WEIGHT.get(item["kind"], 1)
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_affinity(reader, weights)
+        return weights
+
+    async def koos(self, koo_ids: Sequence[str]) -> dict[str, Koo]:
+        """Koos by id (deleted ones marked), from the cache, then DynamoDB for the misses."""
+        found: dict[str, Koo] = {}
+        with contextlib.suppress(StorageUnavailable):
+            found = await self.cache.get_koos(koo_ids)
+        missing = [k for k in koo_ids if k not in found]
+        if missing:
+            loaded = await self.stores.koos.get_many(missing)
+            found.update(loaded)
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.put_koos(loaded.values())
+        return found
+
+    # --- push / unpush: one koo, many readers ------------------------------------------
+
+    async def push(self, entry: Entry, readers: Sequence[str]) -> int:
+        """Deliver a koo to readers: DynamoDB rows, then active readers' cached timelines."""
+        await self.stores.timelines.add(readers, entry)
+        return await self.cache.push(readers, entry.koo_id, entry.created_at)
+
+    async def unpush(self, entry: Entry, readers: Sequence[str]) -> None:
+        """Take a koo back out of readers' timelines (storage and cache)."""
+        await self.stores.timelines.remove(readers, entry)
+        await self.cache.unpush(readers, entry.koo_id)
+
+    # --- merge / unmerge: one author, one reader ---------------------------------------
+
+    async def merge(self, reader: str, author: str, *, limit: int | None = None) -> int:
+        """Bring up to ``limit`` (default FEED_BACKFILL_ON_FOLLOW) recent koos of an author
+        into a reader's timeline."""
+        limit = self.settings.backfill_on_follow if limit is None else limit
+        if limit <= 0:
+            return 0
+        recent = await self.stores.koos.by_author(author, limit=limit)
+        entries = [Entry(koo_id, author, created) for koo_id, created in recent]
+        await self.stores.timelines.add_entries(reader, entries)
+        await self.cache.merge(reader, recent)
+        return len(entries)
+
+    async def unmerge(self, reader: str, author: str) -> int:
+        """Take every koo of an author out of a reader's timeline."""
+        rows = await self.stores.timelines.scan_reader(
+            reader, max_items=self.settings.timeline_max_items * 2
+        )
+        mine = [e for e in rows if e.author_id == author]
+        await self.stores.timelines.remove_keys(reader, [e.sort_key for e in mine])
+        await self.cache.unmerge(reader, [e.koo_id for e in mine])
+        return len(mine)
+
+    async def trim(self, reader: str) -> int:
+        """Delete a reader's rows beyond FEED_TIMELINE_MAX_ITEMS (the per-reader cap)."""
+        extra = await self.stores.timelines.older_than_rank(
+            reader, self.settings.timeline_max_items
+        )
+        await self.stores.timelines.remove_keys(reader, extra)
+        return len(extra)
+
+    async def rebuild(self, reader: str) -> int:
+        """Rebuild a reader's stored timeline from the graph: the recent koos of everyone
+        they follow and see (celebrities are pulled at read time), and their own; then
+        apply the per-reader cap and refresh the cache. Returns the rows written."""
+        outgoing = await self.stores.relations.outgoing(reader)
+        hidden = outgoing["block"] | outgoing["mute"]
+        hidden |= await self.stores.relations.incoming(reader, "block")
+        celebrities = set(await self.stores.users.celebrities())
+        authors = [*sorted(outgoing["follow"] - hidden - celebrities), reader]
+        written = 0
+        for author in authors:
+            written += await self.merge(reader, author)
+        await self.trim(reader)
+        with contextlib.suppress(StorageUnavailable):
+            if await self.cache.is_cached(reader):
+                await self.cache.drop_timeline(reader)
+                await self.populate(reader)
+        return written
+
+    # --- populate: rebuild one reader's cached timeline --------------------------------
+
+    async def populate(self, reader: str) -> bool:
+        """Rebuild the reader's cached timeline unless another process is doing it."""
+        token = await self.cache.acquire_rebuild(reader)
+        if token is None:
+            return False
+        try:
+            entries, _ = await self.stores.timelines.page(
+                reader, limit=self.settings.timeline_cache_items
+            )
+            await self.cache.complete_rebuild(
+                reader, token, [(e.koo_id, e.created_at) for e in entries]
+            )
+        except BaseException:
+            await self.cache.release_rebuild(reader, token)
+            raise
+        return True
+
+    def populate_soon(self, reader: str) -> None:
+        """Start a background rebuild (single-flight across processes)."""
+        task = asyncio.get_running_loop().create_task(self._populate_quietly(reader))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _populate_quietly(self, reader: str) -> None:
+        try:
+            await self.populate(reader)
+        except StorageUnavailable as exc:
+            log.warning("timeline rebuild failed", extra={"user_id": reader, "error": str(exc)})
+
+    async def drain(self) -> None:
+        """Wait for background rebuilds (on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # --- candidates: the read path ------------------------------------------------------
+
+    async def candidates(
+        self, reader: str, relations: RelationSets, *, want: int,
+        before: tuple[int, str] | None = None,
+    ) -> Slice:
+        """The next ``want`` eligible koos of the reader's feed, newest first.
+
+        Walks the timeline (cache window, then DynamoDB) and the recent koos of
+        followed celebrities together in time order, dropping deleted koos and
+        authors the reader no longer follows, blocks or mutes, or who block them.
+        """
+        hidden = relations.hidden()
+        celebrities = (relations.following & await self.celebrities()) - hidden
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        cursor = before
+        batch = max(want * 2, 16)
+        while True:
+            timeline, timeline_more = await self._timeline_slice(reader, cursor, batch)
+            pulled, pulled_horizon = await self._celebrity_slice(
+                sorted(celebrities), cursor, batch
+            )
+            horizon = pulled_horizon
+            if timeline_more and timeline:
+                last = (timeline[-1][1], timeline[-1][0])
+                horizon = last if horizon is None else max(horizon, last)
+            merged: dict[str, tuple[int, str, str]] = {}
+            for koo_id, created, source in (*timeline, *pulled):
+                if koo_id not in seen and (horizon is None or (created, koo_id) >= horizon):
+                    merged.setdefault(koo_id, (created, koo_id, source))
+            ordered = sorted(merged.values(), reverse=True)
+            if not ordered:
+                return Slice(out, cursor, False)
+            bodies = await self.koos([koo_id for _, koo_id, _ in ordered])
+            for created, koo_id, source in ordered:
+                seen.add(koo_id)
+                cursor = (created, koo_id)
+                koo = bodies.get(koo_id)
+                if koo is None or koo.deleted or koo.author_id in hidden:
+                    continue
+                if koo.author_id == reader:
+                    reason = "self"
+                elif koo.author_id in relations.following:
+                    reason = "celebrity" if source == "celebrity" else "following"
+                else:
+                    continue
+                out.append(Candidate(koo, reason))
+                if len(out) == want:
+                    more = timeline_more or horizon is not None or cursor != ordered[-1][:2]
+                    return Slice(out, cursor, more)
+            if horizon is None and not timeline_more:
+                return Slice(out, cursor, False)
+
+    async def _timeline_slice(
+        self, reader: str, before: tuple[int, str] | None, limit: int
+    ) -> tuple[list[tuple[str, int, str]], bool]:
+        """(koo_id, created, "timeline") newest first; and whether more may follow."""
+        found: list[tuple[str, int, str]] = []
+        try:
+            window = await self.cache.window(reader, limit=limit, before=before)
+        except StorageUnavailable:
+            window = None
+        if window is not None and window.ready:
+            found = [(k, c, "timeline") for k, c in window.entries]
+            if not window.exhausted:
+                return found, True
+            if found:
+                before = (found[-1][1], found[-1][0])
+        elif window is not None:
+            self.populate_soon(reader)
+        # The cache holds the newest entries only: older ones come from DynamoDB.
+        rest = limit - len(found)
+        if rest <= 0:
+            return found, True
+        entries, more = await self.stores.timelines.page(
+            reader, limit=rest, before=keys.sort_key(*before) if before else None
+        )
+        found += [(e.koo_id, e.created_at, "timeline") for e in entries]
+        return found, more
+
+    async def _celebrity_slice(
+        self, authors: Sequence[str], before: tuple[int, str] | None, limit: int
+    ) -> tuple[list[tuple[str, int, str]], tuple[int, str] | None]:
+        """Recent koos of followed celebrities older than ``before``; and the horizon: the
+        newest position below which some author may have more koos than fetched."""
+        if not authors:
+            return [], None
+        try:
+            cached = await self.cache.author_recent(authors, before=before, limit=limit)
+        except StorageUnavailable:
+            cached = dict.fromkeys(authors)
+        rows: dict[str, list[tuple[str, int]]] = {}
+        from_storage: list[tuple[str, tuple[int, str] | None]] = []
+        uncached: list[str] = []
+        for author in authors:
+            hit = cached.get(author)
+            if hit is None:
+                uncached.append(author)
+                from_storage.append((author, before))
+                continue
+            entries, complete = hit
+            rows[author] = entries
+            if len(entries) < limit and not complete:
+                # The cached set was trimmed: older koos are only in DynamoDB.
+                tail = (entries[-1][1], entries[-1][0]) if entries else before
+                from_storage.append((author, tail))
+        loaded = await asyncio.gather(*(
+            self.stores.koos.by_author(a, limit=limit - len(rows.get(a, [])), before=b)
+            for a, b in from_storage
+        ))
+        for (author, _), entries in zip(from_storage, loaded, strict=True):
+            rows[author] = rows.get(author, []) + entries
+        found: list[tuple[str, int, str]] = []
+        horizon: tuple[int, str] | None = None
+        for entries in rows.values():
+            found += [(k, c, "celebrity") for k, c in entries]
+            if len(entries) >= limit:
+                last = (entries[-1][1], entries[-1][0])
+                horizon = last if horizon is None else max(horizon, last)
+        if uncached and before is None:
+            with contextlib.suppress(StorageUnavailable):
+                await self._cache_recent(uncached)
+        return found, horizon
+
+    async def _cache_recent(self, authors: Iterable[str]) -> None:
+        keep = self.settings.celebrity_recent_items
+        for author in authors:
+            recent = await self.stores.koos.by_author(author, limit=keep)
+            await self.cache.store_author_recent(author, recent, complete=len(recent) < keep)

@@ -1,0 +1,65 @@
+"""Event builders and job-running helpers for the tests."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from typing import Any
+
+from feed.services import Services
+from workers.settings import run_workers
+
+_clock = itertools.count(int(time.time() * 1000) - 3_600_000)
+
+
+def now_ms() -> int:
+    """Increasing timestamps, one per call, so event order is explicit in each test."""
+    return next(_clock)
+
+
+def event(kind: str, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("event_id", f"ev-{uuid.uuid4().hex}")
+    fields.setdefault("occurred_at", now_ms())
+    return {"type": kind, **fields}
+
+
+def signup(user_id: str, *, lang: str = "hi", region: str = "ap-south-1", **kw: Any
+           ) -> dict[str, Any]:
+    return event("user_signed_up", user_id=user_id, handle=f"@{user_id}", lang=lang,
+                 region=region, **kw)
+
+
+def koo(koo_id: str, author_id: str, *, text: str = "hello", lang: str = "hi", **kw: Any
+        ) -> dict[str, Any]:
+    return event("koo_created", koo_id=koo_id, author_id=author_id, text=text, lang=lang, **kw)
+
+
+def follow(follower: str, followee: str, **kw: Any) -> dict[str, Any]:
+    return event("user_followed", follower_id=follower, followee_id=followee, **kw)
+
+
+def unfollow(follower: str, followee: str, **kw: Any) -> dict[str, Any]:
+    return event("user_unfollowed", follower_id=follower, followee_id=followee, **kw)
+
+
+def relation(kind: str, user: str, target: str, **kw: Any) -> dict[str, Any]:
+    return event(kind, user_id=user, target_id=target, **kw)
+
+
+def react(kind: str, koo_id: str, user_id: str, *, added: bool = True, **kw: Any
+          ) -> dict[str, Any]:
+    return event("reaction_added" if added else "reaction_removed", koo_id=koo_id,
+                 user_id=user_id, kind=kind, **kw)
+
+
+async def drain(svc: Services) -> None:
+    """Run every queued job (and what they enqueue) until both queues are empty."""
+    await run_workers(svc.settings, burst=True, services=svc)
+
+
+async def apply_all(svc: Services, *events: dict[str, Any]) -> None:
+    """Publish events and run the workers until everything is done."""
+    for start in range(0, len(events), 500):
+        await svc.publisher.publish(list(events[start:start + 500]))
+    await drain(svc)

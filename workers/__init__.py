@@ -1,0 +1,1 @@
+"""arq wiring: worker settings for the realtime and backfill queues, and thin jobs."""

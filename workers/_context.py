@@ -1,0 +1,42 @@
+"""Job context: the services opened at worker startup, and the shared failure policy."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from arq import Retry
+
+from feed.errors import NotReady, StorageUnavailable
+from feed.services import Services
+
+__all__ = ["retry_later", "services"]
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 0.5
+RETRY_CAP_SECONDS = 30.0
+
+
+def services(ctx: dict[str, Any]) -> Services:
+    """The services opened by the worker's on_startup."""
+    found: Services = ctx["services"]
+    return found
+
+
+def retry_delay(job_try: int) -> float:
+    """Capped exponential backoff with full jitter, by arq's try number (1-based)."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, job_try - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_later(ctx: dict[str, Any], exc: StorageUnavailable | NotReady) -> Retry:
+    """An arq Retry for a transient failure, deferred by the backoff."""
+    delay = retry_delay(int(ctx.get("job_try", 1)))
+    log.warning(
+        "job deferred after a transient failure",
+        extra={"job_id": ctx.get("job_id"), "job_try": ctx.get("job_try"), "error": str(exc),
+               "defer_seconds": round(delay, 3)},
+    )
+    return Retry(defer=delay)
