@@ -96,14 +96,14 @@ async def tables(session_settings: Settings) -> str:
 
 
 @pytest.fixture
-async def settings(session_settings: Settings, tables: str) -> AsyncIterator[Settings]:
+async def settings(session_settings: Settings, tables: str) -> Settings:
     for url in (QUEUE_URL, CACHE_URL):
         redis = Redis.from_url(url)
         try:
             await redis.flushdb()
         finally:
             await redis.aclose()
-    yield session_settings
+    return session_settings
 
 
 @pytest.fixture

@@ -15,4 +15,5 @@ async def test_koo_reaches_followers_and_author(services: Services) -> None:
     own, _ = await services.stores.timelines.page(author, limit=10)
     assert [e.koo_id for e in own] == [k]
     user = await services.stores.users.get(author)
-    assert user is not None and user.followers == 1
+    assert user is not None
+    assert user.followers == 1
