@@ -36,6 +36,8 @@ RedisClient = Redis | RedisCluster
 
 KOO_TTL_SECONDS = 6 * 3600
 RELATIONS_TTL_SECONDS = 3600
+PROFILE_TTL_SECONDS = 300
+POPULAR_KEEP = 1000  # popular creators kept per language
 LOCK_TTL_MS = 30_000
 
 # Push one koo into a reader's timeline if the reader is active (the set exists).
@@ -75,7 +77,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Generic cell rate algorithm: one bucket per token. KEYS[1]; ARGV rate/s, burst, now ms.
+# Returns 0 when allowed, else the milliseconds to wait.
+_TAKE_TOKEN = """
+local interval = 1000 / tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - now - burst * interval
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+return 0
+"""
+
 _SCRIPTS = {
+    "take_token": _TAKE_TOKEN,
     "push": _PUSH,
     "merge": _MERGE,
     "sadd_if_loaded": _SADD_IF_LOADED,
@@ -313,6 +331,41 @@ class Cache:
         pipe.expire(key, KOO_TTL_SECONDS)
         await self._guard(pipe.execute())
 
+    # --- profiles ---------------------------------------------------------------------
+
+    async def profile(self, user_id: str) -> dict[str, Any] | None:
+        raw = await self._guard(self.redis.get(keys.profile(user_id)))
+        if raw is None:
+            metrics.CACHE_LOOKUPS.labels("profile", "miss").inc()
+            return None
+        metrics.CACHE_LOOKUPS.labels("profile", "hit").inc()
+        found: dict[str, Any] = orjson.loads(raw)
+        return found
+
+    async def store_profile(self, user_id: str, profile: Mapping[str, Any]) -> None:
+        await self._guard(
+            self.redis.set(keys.profile(user_id), orjson.dumps(profile), ex=PROFILE_TTL_SECONDS)
+        )
+
+    async def drop_profiles(self, *user_ids: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.delete(keys.profile(user_id))
+        await self._guard(pipe.execute())
+
+    async def popular_authors(self, lang: str, limit: int) -> list[tuple[str, int]]:
+        rows = await self._guard(
+            self.redis.zrevrange(keys.popular_authors(lang), 0, limit - 1, withscores=True)
+        )
+        return [(m, int(s)) for m, s in rows]
+
+    async def set_popularity(self, lang: str, user_id: str, followers: int) -> None:
+        key = keys.popular_authors(lang)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(key, {user_id: followers})
+        pipe.zremrangebyrank(key, 0, -(POPULAR_KEEP + 1))
+        await self._guard(pipe.execute())
+
     # --- relations --------------------------------------------------------------------
 
     _RELATION_KEYS = (
@@ -449,18 +502,30 @@ class Cache:
             return None
         return [(m, float(s)) for m, s in rows if not m.startswith("!")][:limit]
 
-    async def store_trending(self, lang: str, scored: Sequence[tuple[str, float]]) -> None:
+    async def store_trending(
+        self, lang: str, scored: Sequence[tuple[str, float]], *, ttl: int
+    ) -> None:
         key = keys.trending(lang)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(key)
         mapping: dict[str, float] = dict(scored)
         mapping[keys.LOADED] = -1.0
         pipe.zadd(key, mapping)
-        pipe.expire(key, 3600)
+        pipe.expire(key, ttl)
         await self._guard(pipe.execute())
 
     async def trending_remove(self, lang: str, koo_id: str) -> None:
         await self._guard(self.redis.zrem(keys.trending(lang), koo_id))
+
+    # --- rate limiting ----------------------------------------------------------------
+
+    async def take_token(self, key: str, *, rate: float, now_ms: float) -> float:
+        """Seconds to wait before the next request on this bucket (0: go ahead)."""
+        burst = max(1.0, rate)
+        (wait_ms,) = await self._guard(
+            self._run_many("take_token", [((key,), (rate, burst, int(now_ms)))])
+        )
+        return int(wait_ms) / 1000
 
     # --- plumbing ---------------------------------------------------------------------
 

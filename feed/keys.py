@@ -73,6 +73,11 @@ def affinity(user_id: str) -> str:
     return f"feed:{{{user_id}}}:affinity"
 
 
+def profile(user_id: str) -> str:
+    """A user's profile as JSON (counters included), cached for a short while."""
+    return f"feed:{{{user_id}}}:profile"
+
+
 def author_recent(author_id: str) -> str:
     """Sorted set of an author's recent koo ids (pulled at read time for celebrities)."""
     return f"feed:{{{author_id}}}:recent"

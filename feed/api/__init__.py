@@ -1,0 +1,1 @@
+"""The read API: an ASGI app built by :func:`feed.api.app.create_app`."""

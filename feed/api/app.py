@@ -1,0 +1,192 @@
+"""The app factory: routes, error handlers, auth, metrics and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from config.settings import Settings
+from feed import metrics
+from feed.api import routes
+from feed.api._http import error, json
+from feed.api.auth import AuthMiddleware
+from feed.api.openapi import openapi_schema
+from feed.cursor import InvalidCursor
+from feed.errors import FeedError, NotFound, StorageUnavailable, ValidationFailed
+from feed.reader import Reader
+from feed.services import Services, open_services
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 1.0
+
+
+async def healthz(request: Request) -> Response:
+    return json({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    checks: dict[str, bool] = {}
+
+    async def check(name: str, probe: Any) -> None:
+        try:
+            await asyncio.wait_for(probe, READY_TIMEOUT_SECONDS)
+            checks[name] = True
+        except Exception:
+            checks[name] = False
+
+    await asyncio.gather(
+        check("cache_redis", services.cache.redis.ping()),
+        check("queue_redis", services.queue_redis.ping()),
+        check("dynamodb", services.stores.db.call(
+            "describe_table", TableName=services.stores.db.table("koos"))),
+    )
+    ready = all(checks.values())
+    return json({"status": "ok" if ready else "unavailable", "checks": checks},
+                200 if ready else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def openapi(request: Request) -> Response:
+    return json(request.app.state.openapi)
+
+
+# --- errors: always the contract's body -------------------------------------------------
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = {404: "No such route.", 405: "Method not allowed on this route."}.get(
+        exc.status_code, str(exc.detail)
+    )
+    return error(exc.status_code, code, message,
+                 headers=dict(exc.headers) if exc.headers else None)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationFailed)
+    return error(422, "validation_failed", str(exc), details=exc.errors)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return error(404, "not_found", str(exc))
+
+
+async def _invalid_cursor(request: Request, exc: Exception) -> Response:
+    return error(400, "invalid_cursor", f"The cursor is not valid here: {exc}.")
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("storage unavailable", extra={"path": request.url.path, "error": str(exc)})
+    return error(503, "unavailable", "Storage is not answering; try again shortly.",
+                 headers={"Retry-After": "1"})
+
+
+async def _too_large(request: Request, exc: Exception) -> Response:
+    return error(413, "payload_too_large", str(exc))
+
+
+async def _feed_error(request: Request, exc: Exception) -> Response:
+    log.error("request failed", extra={"path": request.url.path, "error": repr(exc)})
+    return error(500, "internal_error", "The request could not be completed.")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", extra={"path": request.url.path})
+    return error(500, "internal_error", "The request could not be completed.")
+
+
+class MetricsMiddleware:
+    """Request latency histogram by route (the endpoint's name, never the raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            endpoint = scope.get("endpoint")
+            route = getattr(endpoint, "__name__", "unmatched")
+            metrics.REQUEST_LATENCY.labels(route, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+def create_app(settings: Settings, services: Services | None = None) -> Starlette:
+    """The read API. Pass ``services`` to share already-open clients (tests, the demo);
+    otherwise they are opened in the lifespan and closed on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            svc = services
+            if svc is None:
+                svc = await stack.enter_async_context(open_services(settings))
+            app.state.services = svc
+            app.state.reader = Reader(svc.manager)
+            app.state.publisher = svc.publisher
+            yield
+
+    route_list = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+        Route("/openapi.json", openapi),
+        Route("/v1/users/{user_id}/feed", routes.get_feed),
+        Route("/v1/users/{user_id}", routes.get_user),
+        Route("/v1/users/{user_id}/koos", routes.get_user_koos),
+        Route("/v1/users/{user_id}/recommendations/follows", routes.recommend_follows),
+        Route("/v1/users/{user_id}/recommendations/koos", routes.recommend_koos),
+        Route("/v1/koos/{koo_id}", routes.get_koo),
+        Route("/v1/koos/{koo_id}/reactions", routes.get_koo_reactions),
+        Route("/v1/events", routes.post_events, methods=["POST"]),
+    ]
+    handlers: dict[Any, Any] = {
+        HTTPException: _http_error,
+        ValidationFailed: _validation_error,
+        NotFound: _not_found,
+        InvalidCursor: _invalid_cursor,
+        StorageUnavailable: _unavailable,
+        routes.PayloadTooLarge: _too_large,
+        FeedError: _feed_error,
+        Exception: _unexpected,
+    }
+    app = Starlette(routes=route_list, exception_handlers=handlers, lifespan=lifespan)
+    app.state.openapi = openapi_schema()
+    app.add_middleware(AuthMiddleware, settings=settings)
+    app.add_middleware(MetricsMiddleware)
+    return app

@@ -1,0 +1,295 @@
+"""The read side: ranked feeds, profiles, koos, reactions and recommendations.
+
+The API is a thin layer over :class:`Reader`; so are the demo and the
+benchmarks, which call it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from config.settings import Settings
+from feed import keys, ranking, recommend
+from feed.cache import RelationSets
+from feed.cursor import CursorCodec, InvalidCursor
+from feed.errors import NotFound, StorageUnavailable
+from feed.models import Koo, User
+from feed.ranking import Ranked
+from feed.recommend import KooPick, UserPick
+from feed.timeline import FeedManager
+
+__all__ = ["FeedPage", "Reader"]
+
+RECOMMENDATION_TTL_SECONDS = 900
+TRENDING_TTL_SECONDS = 60
+TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
+FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    items: list[Ranked]
+    next_cursor: str | None
+
+    def as_json(self, *, explain: bool = False) -> dict[str, Any]:
+        items = []
+        for ranked in self.items:
+            item = ranked.koo.as_json()
+            item["score"] = round(ranked.score, 6)
+            item["reason"] = ranked.reason
+            if explain:
+                item["explain"] = {k: round(v, 6) for k, v in ranked.explain.items()}
+            items.append(item)
+        return {"items": items, "next_cursor": self.next_cursor}
+
+
+class Reader:
+    def __init__(self, manager: FeedManager) -> None:
+        self.manager = manager
+        self.settings: Settings = manager.settings
+        self.stores = manager.stores
+        self.cache = manager.cache
+        self.cursors = CursorCodec(self.settings.cursor_secret, self.settings.cursor_ttl_seconds)
+
+    # --- users ------------------------------------------------------------------------
+
+    async def profile(self, user_id: str) -> dict[str, Any]:
+        """A signed-up user's profile; NotFound otherwise."""
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.profile(user_id)
+            if cached is not None:
+                return cached
+        user = await self.stores.users.get(user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} is not known")
+        profile = user.as_json()
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_profile(user_id, profile)
+        return profile
+
+    async def user(self, user_id: str) -> User:
+        p = await self.profile(user_id)
+        return User(p["user_id"], p["handle"], p["lang"], p["region"], p["created_at"],
+                    p["followers"], p["following"])
+
+    # --- the home feed ----------------------------------------------------------------
+
+    async def feed(
+        self, reader: str, *, limit: int = 20, cursor: str | None = None,
+        now_ms: int | None = None,
+    ) -> FeedPage:
+        """One page of the reader's ranked home feed."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        before: tuple[int, str] | None = None
+        rec_offset = 0
+        if cursor is not None:
+            position = self.cursors.decode(cursor, "feed", reader, now=now_ms / 1000)
+            before, rec_offset = _feed_position(position)
+        user, relations, affinity = await asyncio.gather(
+            self.user(reader), self.manager.relations_of(reader),
+            self.manager.affinity_of(reader),
+        )
+        every = self.settings.recommended_every
+        n_rec = limit // every if every > 0 else 0
+        slice_ = await self.manager.candidates(reader, relations, want=limit - n_rec,
+                                               before=before)
+        ranked = ranking.rank(
+            [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms, affinity=affinity,
+            weights=self.settings.weights,
+        )
+        extra: list[Ranked] = []
+        if n_rec:
+            shown = {c.koo.koo_id for c in slice_.candidates}
+            picks = await self._recommended_koos(user, relations, rec_offset + n_rec, now_ms)
+            fresh = [p for p in picks[rec_offset:] if p[0].koo_id not in shown][:n_rec]
+            rec_offset += len(fresh)
+            extra = [
+                _as_recommended(koo, now_ms=now_ms, weights=self.settings.weights)
+                for koo, _ in fresh
+            ]
+        items = ranking.interleave(ranked, extra, every)
+        next_cursor = None
+        if slice_.more and slice_.boundary is not None:
+            next_cursor = self.cursors.encode(
+                "feed", reader,
+                {"t": slice_.boundary[0], "k": slice_.boundary[1], "r": rec_offset},
+                now=now_ms / 1000,
+            )
+        return FeedPage(items, next_cursor)
+
+    # --- koos -------------------------------------------------------------------------
+
+    async def koo(self, koo_id: str) -> Koo:
+        found = (await self.manager.koos([koo_id])).get(koo_id)
+        if found is None or found.deleted:
+            raise NotFound(f"koo {koo_id} is not known or was deleted")
+        return found
+
+    async def author_koos(
+        self, author: str, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[Koo], str | None]:
+        """An author's own live koos, newest first."""
+        await self.profile(author)
+        before = None
+        if cursor is not None:
+            position = self.cursors.decode(cursor, "koos", author, now=time.time())
+            before, _ = _feed_position(position)
+        ids = await self.stores.koos.by_author(author, limit=limit + 1, before=before)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        bodies = await self.manager.koos([k for k, _ in ids])
+        koos = [bodies[k] for k, _ in ids if k in bodies and not bodies[k].deleted]
+        next_cursor = None
+        if more and ids:
+            last_id, last_created = ids[-1]
+            next_cursor = self.cursors.encode("koos", author, {"t": last_created, "k": last_id},
+                                              now=time.time())
+        return koos, next_cursor
+
+    async def reactions(
+        self, koo_id: str, *, limit: int, cursor: str | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        await self.koo(koo_id)
+        start = None
+        if cursor is not None:
+            position = self.cursors.decode(cursor, "reactions", koo_id, now=time.time())
+            start = position.get("start")
+            if not isinstance(start, dict):
+                raise InvalidCursor("the cursor is malformed")
+        reactions, last = await self.stores.reactions.for_koo(koo_id, limit=limit, start=start)
+        next_cursor = None
+        if last is not None and reactions:
+            next_cursor = self.cursors.encode("reactions", koo_id, {"start": last},
+                                              now=time.time())
+        return [r.as_json() for r in reactions], next_cursor
+
+    # --- recommendations --------------------------------------------------------------
+
+    async def recommended_follows(self, reader: str, *, limit: int) -> list[UserPick]:
+        """Who to follow: stored by the backfill job, computed on the fly when missing."""
+        user = await self.user(reader)
+        relations = await self.manager.relations_of(reader)
+        excluded = relations.following | relations.hidden()
+        stored = await self.stores.recommendations.load(reader, "follows")
+        if stored:
+            picks = [UserPick(s["target"], s["score"], s["reason"]) for s in stored]
+        else:
+            picks = await self.compute_follows(user, relations)
+        return [p for p in picks if p.user_id not in excluded and p.user_id != reader][:limit]
+
+    async def recommended_koos(
+        self, reader: str, *, limit: int, now_ms: int | None = None
+    ) -> list[tuple[Koo, KooPick]]:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        user = await self.user(reader)
+        relations = await self.manager.relations_of(reader)
+        return (await self._recommended_koos(user, relations, limit, now_ms))[:limit]
+
+    async def _recommended_koos(
+        self, user: User, relations: RelationSets, limit: int, now_ms: int
+    ) -> list[tuple[Koo, KooPick]]:
+        stored = await self._stored_koo_picks(user.user_id)
+        if stored is None:
+            trending = await self.trending(user.lang, now_ms=now_ms)
+            picks = recommend.recommend_koos(
+                user.user_id, trending_koos=trending, following=relations.following,
+                excluded=relations.hidden(), limit=max(limit, 50),
+            )
+        else:
+            picks = stored
+        bodies = await self.manager.koos([p.koo_id for p in picks])
+        banned = relations.following | relations.hidden() | {user.user_id}
+        out: list[tuple[Koo, KooPick]] = []
+        for pick in picks:
+            koo = bodies.get(pick.koo_id)
+            if koo is None or koo.deleted or koo.author_id in banned:
+                continue
+            out.append((koo, pick))
+            if len(out) >= limit:
+                break
+        return out
+
+    async def _stored_koo_picks(self, reader: str) -> list[KooPick] | None:
+        stored = await self.stores.recommendations.load(reader, "koos")
+        if not stored:
+            return None
+        return [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
+
+    async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
+        """Trending koos in one language (cached for a minute), best first."""
+        cached = None
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.trending(lang, TRENDING_SAMPLE)
+        if cached is None:
+            ids: list[str] = []
+            for day in (now_ms, now_ms - 86_400_000):
+                ids += await self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
+            bodies = await self.manager.koos(ids)
+            cached = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.store_trending(lang, cached, ttl=TRENDING_TTL_SECONDS)
+        bodies = await self.manager.koos([k for k, _ in cached])
+        return [(bodies[k], s) for k, s in cached if k in bodies and not bodies[k].deleted]
+
+    async def compute_follows(self, user: User, relations: RelationSets) -> list[UserPick]:
+        """Friends of friends weighted by mutual count, plus popular creators in the language."""
+        followees = sorted(relations.following)[:FOLLOW_SAMPLE]
+        outgoing = await asyncio.gather(
+            *(self.stores.relations.outgoing(f) for f in followees)
+        )
+        mutual: dict[str, int] = {}
+        for rel in outgoing:
+            for candidate in rel.get(keys.REL_FOLLOW, ()):
+                mutual[candidate] = mutual.get(candidate, 0) + 1
+        popular: list[tuple[str, int]] = []
+        with contextlib.suppress(StorageUnavailable):
+            popular = await self.cache.popular_authors(user.lang, 50)
+        return recommend.recommend_follows(
+            user.user_id, excluded=relations.following | relations.hidden(),
+            mutual_counts=mutual, popular=popular, lang=user.lang, limit=100,
+        )
+
+    async def refresh_recommendations(self, reader: str, *, now_ms: int | None = None) -> int:
+        """Compute and store both recommendation lists of a reader (the backfill job)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        user = await self.user(reader)
+        relations = await self.manager.relations_of(reader)
+        follows = await self.compute_follows(user, relations)
+        trending = await self.trending(user.lang, now_ms=now_ms)
+        koos = recommend.recommend_koos(
+            reader, trending_koos=trending, following=relations.following,
+            excluded=relations.hidden(), limit=100,
+        )
+        await self.stores.recommendations.save(
+            reader, "follows",
+            [{"target": p.user_id, "score": p.score, "reason": p.reason} for p in follows],
+            ttl_seconds=RECOMMENDATION_TTL_SECONDS,
+        )
+        await self.stores.recommendations.save(
+            reader, "koos",
+            [{"target": p.koo_id, "score": p.score, "reason": p.reason} for p in koos],
+            ttl_seconds=RECOMMENDATION_TTL_SECONDS,
+        )
+        return len(follows) + len(koos)
+
+
+def _feed_position(position: dict[str, Any]) -> tuple[tuple[int, str] | None, int]:
+    created, koo_id, offset = position.get("t"), position.get("k"), position.get("r", 0)
+    if created is None and koo_id is None:
+        before = None
+    elif isinstance(created, int) and isinstance(koo_id, str):
+        before = (created, koo_id)
+    else:
+        raise InvalidCursor("the cursor is malformed")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidCursor("the cursor is malformed")
+    return before, offset
+
+
+def _as_recommended(koo: Koo, *, now_ms: int, weights: Any) -> Ranked:
+    parts = ranking.score_koo(koo, now_ms=now_ms, affinity=0.0, repeats=0, weights=weights)
+    return Ranked(koo, "recommended", sum(parts.values()), parts)

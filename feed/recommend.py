@@ -1,0 +1,116 @@
+"""Recommendation scoring: pure functions, data and ``now`` in, a new list out.
+
+Who to follow: friends of friends, weighted by how many of the reader's
+followees follow them, plus popular creators in the reader's language.
+Recommended koos: recent koos in the reader's language scored by engagement
+that decays with age (trending), from authors the reader does not follow.
+Nobody the reader follows, blocks or mutes, nobody who blocks the reader,
+and never the reader themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from feed.models import Koo
+from feed.ranking import engagement_of
+
+__all__ = [
+    "KooPick",
+    "UserPick",
+    "recommend_follows",
+    "recommend_koos",
+    "trending",
+]
+
+MS_PER_HOUR = 3_600_000
+TRENDING_GRAVITY = 1.5
+MUTUAL_WEIGHT = 1.0
+POPULAR_WEIGHT = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class UserPick:
+    user_id: str
+    score: float
+    reason: str
+
+    def as_json(self) -> dict[str, object]:
+        return {"user_id": self.user_id, "score": round(self.score, 6), "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class KooPick:
+    koo_id: str
+    score: float
+    reason: str
+
+
+def recommend_follows(
+    reader: str,
+    *,
+    excluded: Iterable[str],
+    mutual_counts: Mapping[str, int],
+    popular: Sequence[tuple[str, int]],
+    lang: str,
+    limit: int,
+) -> list[UserPick]:
+    """Rank who-to-follow candidates.
+
+    ``mutual_counts``: candidate -> how many of the reader's followees follow them.
+    ``popular``: (candidate, followers) of popular creators in the reader's language.
+    ``excluded``: everyone the reader follows, blocks or mutes, and who blocks them.
+    """
+    banned = set(excluded) | {reader}
+    scores: dict[str, tuple[float, str]] = {}
+    for user, mutual in mutual_counts.items():
+        if user in banned or mutual <= 0:
+            continue
+        noun = "person" if mutual == 1 else "people"
+        scores[user] = (MUTUAL_WEIGHT * mutual, f"followed by {mutual} {noun} you follow")
+    for user, followers in popular:
+        if user in banned or followers <= 0:
+            continue
+        boost = POPULAR_WEIGHT * math.log1p(followers)
+        if user in scores:
+            base, reason = scores[user]
+            scores[user] = (base + boost, reason)
+        else:
+            scores[user] = (boost, f"popular in {lang}")
+    ordered = sorted(scores.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [UserPick(user, score, reason) for user, (score, reason) in ordered[:limit]]
+
+
+def trending(koos: Iterable[Koo], *, now_ms: int) -> list[tuple[str, float]]:
+    """(koo_id, score) best first: engagement over age, like a link aggregator's front page."""
+    scored: list[tuple[str, float]] = []
+    for koo in koos:
+        if koo.deleted:
+            continue
+        age_hours = max(0.0, (now_ms - koo.created_at) / MS_PER_HOUR)
+        score = (1 + engagement_of(koo)) / (age_hours + 2) ** TRENDING_GRAVITY
+        scored.append((koo.koo_id, score))
+    scored.sort(key=lambda kv: (-kv[1], kv[0]))
+    return scored
+
+
+def recommend_koos(
+    reader: str,
+    *,
+    trending_koos: Sequence[tuple[Koo, float]],
+    following: Iterable[str],
+    excluded: Iterable[str],
+    limit: int,
+) -> list[KooPick]:
+    """Trending koos the reader would not otherwise see, best first."""
+    banned = set(following) | set(excluded) | {reader}
+    picks: list[KooPick] = []
+    for koo, score in trending_koos:
+        if koo.deleted or koo.author_id in banned:
+            continue
+        picks.append(KooPick(koo.koo_id, score, f"trending in {koo.lang}"))
+        if len(picks) >= limit:
+            break
+    return picks
