@@ -187,6 +187,12 @@ class Settings:
         """A copy with some fields changed (derived defaults recomputed when not given)."""
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         if (
+            "api_tokens" in changes
+            and "cursor_secret" not in changes
+            and self.cursor_secret == _env_default_cursor_secret(self.api_tokens)
+        ):
+            current["cursor_secret"] = ""
+        if (
             "redis_url" in changes
             and "cache_redis_url" not in changes
             and self.cache_redis_url == self.redis_url
@@ -324,5 +330,9 @@ def _regions(raw: str) -> dict[str, tuple[str | None, str]]:
         _region(name.strip())
         endpoint, _, prefix = target.partition("|")
         endpoint = endpoint.strip()
-        regions[name.strip()] = (_http_url(endpoint) if endpoint else None, prefix.strip())
+        prefix = prefix.strip()
+        regions[name.strip()] = (
+            _http_url(endpoint) if endpoint else None,
+            _table_prefix(prefix) if prefix else "",
+        )
     return regions

@@ -29,7 +29,7 @@ class ValidationFailed(FeedError):
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
         first = errors[0]["message"] if errors else "invalid input"
-        super().__init__(first if len(errors) == 1 else f"{len(errors)} errors; first: {first}")
+        super().__init__(first if len(errors) <= 1 else f"{len(errors)} errors; first: {first}")
 
 
 class NotFound(FeedError):
@@ -79,6 +79,13 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# Per-item reasons of a cancelled transaction that mean "try again later".
+RETRYABLE_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
+     "RequestLimitExceeded", "InternalServerError"}
+)
+
+
 def from_client_error(exc: Any) -> StorageError:
     """Map a botocore ``ClientError`` to the project's own type."""
     response = getattr(exc, "response", {}) or {}
@@ -91,7 +98,7 @@ def from_client_error(exc: Any) -> StorageError:
         reasons = [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
         if not reasons:
             reasons = _reasons_from_message(message)
-        if any(r in RETRYABLE_CODES for r in reasons):
+        if any(r in RETRYABLE_REASONS or r in RETRYABLE_CODES for r in reasons):
             return StorageUnavailable(message, "TransactionConflictException")
         return TransactionCancelled(reasons)
     if code in RETRYABLE_CODES:

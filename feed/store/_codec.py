@@ -7,6 +7,7 @@ set of str), done directly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,14 +21,24 @@ def to_attr(value: Any) -> dict[str, Any]:
         return {"S": value}
     if isinstance(value, bool):
         return {"BOOL": value}
-    if isinstance(value, int | float):
-        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot store the non-finite number {value!r} in DynamoDB")
+        return {"N": repr(value)}
     if value is None:
         return {"NULL": True}
     if isinstance(value, list | tuple):
         return {"L": [to_attr(v) for v in value]}
     if isinstance(value, set | frozenset):
-        return {"SS": sorted(value)}
+        if not value:
+            raise ValueError("DynamoDB cannot store an empty set")
+        if all(isinstance(v, str) for v in value):
+            return {"SS": sorted(value)}
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            return {"NS": sorted(str(v) for v in value)}
+        raise TypeError("a set must hold only strings or only numbers")
     if isinstance(value, Mapping):
         return {"M": {k: to_attr(v) for k, v in value.items()}}
     raise TypeError(f"cannot store {type(value).__name__} in DynamoDB")
