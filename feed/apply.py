@@ -1,11 +1,13 @@
 """Apply events to storage and cache, idempotently.
 
-Each handler commits its change together with the event's ledger entry in
-one DynamoDB transaction (or, for writes that are idempotent by themselves,
-writes first and records the ledger entry after), so the same event applied
-twice, or twice at once, changes nothing. Relation and reaction rows carry the
-version (``occurred_at``) of the event that last changed them, so events that
-arrive out of order settle on the newest state.
+Every write is idempotent by itself: a koo is stored with a conditional put,
+and relation and reaction rows carry the version (``occurred_at``) of the
+event that last changed them, so a conditional update changes a row only on
+a real transition, and counters move in the same transaction as the row
+they count. The same event applied twice, twice at once, or long after its
+ledger entry expired, changes nothing; events that arrive out of order
+settle on the newest state. The ledger records each applied event so
+duplicates are recognised cheaply, and what happened to it.
 
 After the commit, each handler runs its follow-up work (fan-out, purges,
 cache updates). That work checks the current state and is idempotent, so it
@@ -21,7 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from feed import keys, metrics
-from feed.errors import NotReady, StorageUnavailable, TransactionCancelled, Unapplicable
+from feed.errors import (
+    ConditionFailed,
+    NotReady,
+    StorageUnavailable,
+    TransactionCancelled,
+    Unapplicable,
+)
 from feed.fanout import FanOut
 from feed.jobs import BACKFILL, REALTIME, JobQueue
 from feed.models import Koo
@@ -37,7 +45,9 @@ APPLIED = "applied"
 DUPLICATE = "duplicate"
 NOOP = "noop"  # valid, recorded, but older than the state already stored
 
-Handler = Callable[[dict[str, Any]], Awaitable[str]]
+Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[str]]
+# Follow-up work: the event, the outcome of its commit, and what the commit stored (if known).
+After = Callable[[dict[str, Any], str, Any], Awaitable[str]]
 
 
 class EventApplier:
@@ -48,7 +58,7 @@ class EventApplier:
         self.settings = manager.settings
         self.jobs = jobs
         self.fanout = FanOut(manager, jobs)
-        self._handlers: dict[str, tuple[Handler, Handler]] = {
+        self._handlers: dict[str, tuple[Handler, After]] = {
             "user_signed_up": (self._signed_up, self._nothing),
             "koo_created": (self._koo_created, self._after_koo_created),
             "koo_deleted": (self._koo_deleted, self._after_koo_deleted),
@@ -68,48 +78,54 @@ class EventApplier:
         Raises NotReady (retry later) or Unapplicable (dead-letter it).
         """
         commit, after = self._handlers[event["type"]]
+        stored: dict[str, Any] = {}
         if await self.stores.ledger.seen(event["event_id"]):
             outcome = DUPLICATE
         else:
-            outcome = await commit(event)
-        await after(event)
+            outcome = await commit(event, stored)
+        await after(event, outcome, stored)
         metrics.EVENTS_APPLIED.labels(event["type"], outcome).inc()
         return outcome
 
-    async def _nothing(self, event: dict[str, Any]) -> str:
+    async def _nothing(
+        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
+    ) -> str:
         return NOOP
 
     async def _commit(self, event: dict[str, Any], items: list[dict[str, Any]]) -> int | None:
-        """Commit the ledger entry and ``items`` at once. Returns None on success, else the
-        index (in ``items``) of the first item whose condition failed; -1 for a duplicate."""
+        """Write ``items`` at once (one transaction, or one conditional write for a single
+        item), then record the event. Returns None on success, else the index of the first
+        item whose condition failed."""
         try:
-            await self.stores.db.transact([self.stores.ledger.put_item(event), *items])
+            if len(items) == 1:
+                await self.stores.db.write_item(items[0])
+            else:
+                await self.stores.db.transact(items)
+        except ConditionFailed:
+            return 0
         except TransactionCancelled as exc:
-            reasons = exc.reasons
-            if reasons and reasons[0] not in ("None", ""):
-                return -1
-            for i, reason in enumerate(reasons[1:]):
+            for i, reason in enumerate(exc.reasons):
                 if reason not in ("None", ""):
                     return i
             raise
+        await self.stores.ledger.record(event, APPLIED)
         return None
 
     # --- signups ----------------------------------------------------------------------
 
-    async def _signed_up(self, event: dict[str, Any]) -> str:
+    async def _signed_up(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         changed = await self.stores.users.save_profile(event)
         await self.stores.ledger.record(event, APPLIED if changed else NOOP)
         return APPLIED if changed else NOOP
 
     # --- koos -------------------------------------------------------------------------
 
-    async def _koo_created(self, event: dict[str, Any]) -> str:
+    async def _koo_created(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         author = event["author_id"]
-        followers, _ = await self.stores.users.counters(author)
+        followers, celebrity = await self.stores.users.reach(author)
         pull = followers >= self.settings.celebrity_followers
-        failed = await self._commit(event, [self.stores.koos.create_item(event, pull=pull)])
-        if failed == -1:
-            return DUPLICATE
+        create = self.stores.koos.create_item(event, pull=pull)
+        failed = await self._commit(event, [create])
         if failed is not None:
             # The koo id is known already: a tombstone of an early delete, or a replay
             # under another event id. Either way nothing new to store.
@@ -120,15 +136,20 @@ class EventApplier:
             created_at=event["occurred_at"], hashtags=tuple(event.get("hashtags") or ()),
             reply_to=event.get("reply_to"), rekoo_of=event.get("rekoo_of"),
         )
+        stored["item"] = create["Put"]["Item"]
         with contextlib.suppress(StorageUnavailable):
             await self.cache.put_koos([koo])
-        if pull and not await self.stores.users.is_celebrity(author):
+        if pull and not celebrity:
             await self.stores.users.set_celebrity(author, True)
             await self.cache.celebrity_changed(author, True)
         return APPLIED
 
-    async def _after_koo_created(self, event: dict[str, Any]) -> str:
-        item = await self.stores.koos.get(event["koo_id"], consistent=True)
+    async def _after_koo_created(
+        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
+    ) -> str:
+        item = stored.get("item")  # just created: no need to read it back
+        if item is None:
+            item = await self.stores.koos.get(event["koo_id"], consistent=True)
         if item is None or item.get("deleted") or "created_at" not in item:
             return NOOP
         entry = Entry(item["koo_id"], item["author_id"], int(item["created_at"]))
@@ -137,10 +158,10 @@ class EventApplier:
         if state == FanoutState.PULL:
             await self.manager.push(entry, [entry.author_id])
         elif state in (FanoutState.PENDING, FanoutState.RUNNING):
-            await self.fanout.run(entry.koo_id)
+            await self.fanout.run(entry.koo_id, item=item)
         return APPLIED
 
-    async def _koo_deleted(self, event: dict[str, Any]) -> str:
+    async def _koo_deleted(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         status = await self.stores.koos.mark_deleted(
             event["koo_id"], event["author_id"], event["occurred_at"]
         )
@@ -152,7 +173,9 @@ class EventApplier:
         await self.stores.ledger.record(event, APPLIED if status != "already" else NOOP)
         return APPLIED if status != "already" else NOOP
 
-    async def _after_koo_deleted(self, event: dict[str, Any]) -> str:
+    async def _after_koo_deleted(
+        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
+    ) -> str:
         koo_id = event["koo_id"]
         item = await self.stores.koos.get(koo_id, consistent=True)
         if item is None or not item.get("deleted"):
@@ -168,7 +191,7 @@ class EventApplier:
 
     # --- reactions --------------------------------------------------------------------
 
-    async def _reaction(self, event: dict[str, Any]) -> str:
+    async def _reaction(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         koo_id, on = event["koo_id"], event["type"] == "reaction_added"
         item = await self.stores.koos.get(koo_id, consistent=True)
         if item is None:
@@ -184,8 +207,6 @@ class EventApplier:
         delta = 1 if on else -1
         counter = self.stores.koos.counter_item(koo_id, event["kind"], delta)
         failed = await self._commit(event, [row, counter])
-        if failed == -1:
-            return DUPLICATE
         if failed == 0:
             await self.stores.reactions.settle(event, on)
             await self.stores.ledger.record(event, NOOP)
@@ -218,7 +239,7 @@ class EventApplier:
             return event["follower_id"], kind, event["followee_id"], on
         return event["user_id"], kind, event["target_id"], on
 
-    async def _relation(self, event: dict[str, Any]) -> str:
+    async def _relation(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         user, kind, other, on = self._relation_parts(event)
         at = event["occurred_at"]
         relations = self.stores.relations
@@ -231,18 +252,21 @@ class EventApplier:
             items.append(self.stores.users.counter_item(other, "followers", delta))
             items.append(self.stores.users.counter_item(user, "following", delta))
         failed = await self._commit(event, items)
-        if failed == -1:
-            return DUPLICATE
         if failed is not None:
             await relations.settle(user, kind, other, at, on)
             await self.stores.ledger.record(event, NOOP)
             return NOOP
         return APPLIED
 
-    async def _after_relation(self, event: dict[str, Any]) -> str:
+    async def _after_relation(
+        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
+    ) -> str:
         """Bring the cache and the timelines in line with the relation's current state."""
-        user, kind, other, _ = self._relation_parts(event)
-        active = await self.stores.relations.is_active(user, kind, other)
+        user, kind, other, on = self._relation_parts(event)
+        if outcome == APPLIED:
+            active = on  # this event just set the state
+        else:
+            active = await self.stores.relations.is_active(user, kind, other)
         set_of = {keys.REL_FOLLOW: keys.following, keys.REL_BLOCK: keys.blocking,
                   keys.REL_MUTE: keys.muting}[kind]
         await self.cache.relation_changed(set_of(user), other, active)
@@ -275,8 +299,7 @@ class EventApplier:
                                 job_id=f"unmerge:{reader}:{author}:{tag}", queue=BACKFILL)
 
     async def _check_celebrity(self, author: str) -> None:
-        followers, _ = await self.stores.users.counters(author)
-        celebrity = await self.stores.users.is_celebrity(author)
+        followers, celebrity = await self.stores.users.reach(author)
         if followers >= self.settings.celebrity_followers and not celebrity:
             await self.stores.users.set_celebrity(author, True)
             await self.cache.celebrity_changed(author, True)
@@ -290,24 +313,25 @@ class EventApplier:
         """Whether the reader should currently see the author's koos in their timeline."""
         if reader == author:
             return True
-        relations = self.stores.relations
-        follows = await relations.is_active(reader, keys.REL_FOLLOW, author)
-        if not follows:
-            return False
-        hidden = (
-            await relations.is_active(reader, keys.REL_BLOCK, author)
-            or await relations.is_active(reader, keys.REL_MUTE, author)
-            or await relations.is_active(author, keys.REL_BLOCK, reader)
-        )
-        return not hidden
+        active = await self.stores.relations.active_among([
+            (reader, keys.REL_FOLLOW, author),
+            (reader, keys.REL_BLOCK, author),
+            (reader, keys.REL_MUTE, author),
+            (author, keys.REL_BLOCK, reader),
+        ])
+        follows, blocks, mutes, blocked = active
+        return follows and not (blocks or mutes or blocked)
 
     async def merge_author(self, reader: str, author: str) -> int:
         """Job: bring an author's recent koos into a reader's timeline, if still visible."""
+        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
+        if not recent:
+            return 0
         if not await self.visible(reader, author):
             return 0
-        if await self.stores.users.is_celebrity(author):
-            return 0  # pulled at read time
-        return await self.manager.merge(reader, author)
+        if (await self.stores.users.reach(author))[1]:
+            return 0  # a celebrity: pulled at read time
+        return await self.manager.merge(reader, author, recent=recent)
 
     async def unmerge_author(self, reader: str, author: str) -> int:
         """Job: purge an author's koos from a reader's timeline, if still not visible."""

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from feed import keys, metrics
 from feed.jobs import JobQueue
 from feed.store import Entry
+from feed.store._codec import Item
 from feed.store.koos import FanoutState
 from feed.timeline import FeedManager
 
@@ -32,47 +33,63 @@ class FanOut:
         self.settings = manager.settings
         self.jobs = jobs
 
-    async def run(self, koo_id: str, attempt: int = 0) -> str:
-        """Coordinate the fan-out of one koo. Returns what happened (for logs and tests)."""
-        item = await self.stores.koos.get(koo_id, consistent=True)
+    async def run(self, koo_id: str, attempt: int = 0, *, item: Item | None = None) -> str:
+        """Coordinate the fan-out of one koo (``item``: its stored item, if just read).
+        Returns what happened (for logs and tests)."""
+        if item is None:
+            item = await self.stores.koos.get(koo_id, consistent=True)
         if item is None or item.get("deleted") or "created_at" not in item:
             return "gone"
         state = item.get("fanout_state")
         if state not in (FanoutState.PENDING, FanoutState.RUNNING):
             return str(state)
+        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
+        size = self.settings.fanout_chunk_size
+        followers, more = await self.stores.relations.incoming_page(
+            entry.author_id, keys.REL_FOLLOW, page_size=size
+        )
+        if more is None:
+            # Every follower fits one chunk (most authors): deliver at once, no chunk state.
+            await self.manager.push(entry, [entry.author_id, *followers])
+            self._observe(entry, len(followers))
+            await self.stores.koos.finish_small_fanout(koo_id)
+            return "done"
         if not await self.stores.koos.start_fanout(koo_id):
             return "not-started"
-        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
         done = set(item.get("fanout_done") or ())
         # The author's own timeline first: it never depends on followers.
         await self.manager.push(entry, [entry.author_id])
         expected: set[str] = set()
         inline = True
-        async for followers in self.stores.relations.incoming_pages(
-            entry.author_id, keys.REL_FOLLOW, page_size=self.settings.fanout_chunk_size
-        ):
+        while followers:
             chunk = keys.chunk_id(followers[0], len(followers))
             expected.add(chunk)
-            if chunk in done:
-                continue
-            if inline:
+            if chunk not in done and inline:
                 inline = False
                 await self.deliver(entry, chunk, followers)
-                continue
-            await self.jobs.enqueue(
-                "deliver_koo_chunk", koo_id, chunk, followers,
-                job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
+            elif chunk not in done:
+                await self.jobs.enqueue(
+                    "deliver_koo_chunk", koo_id, chunk, followers,
+                    job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
+                )
+            if more is None:
+                break
+            followers, more = await self.stores.relations.incoming_page(
+                entry.author_id, keys.REL_FOLLOW, page_size=size, start=more
             )
         finished = await self.stores.koos.set_expected(koo_id, expected)
         return "done" if finished else "running"
 
     async def deliver(self, entry: Entry, chunk: str, followers: Sequence[str]) -> bool:
         """Deliver one chunk; True if that completed the fan-out."""
-        started = time.time()
         await self.manager.push(entry, followers)
-        metrics.FANOUT_ENTRIES.labels("dynamodb").inc(len(followers))
-        metrics.FANOUT_LAG.observe(max(0.0, started - entry.created_at / 1000))
+        self._observe(entry, len(followers))
         return await self.stores.koos.chunk_done(entry.koo_id, chunk)
+
+    @staticmethod
+    def _observe(entry: Entry, delivered: int) -> None:
+        metrics.FANOUT_ENTRIES.labels("dynamodb").inc(delivered)
+        metrics.FANOUT_LAG.observe(max(0.0, time.time() - entry.created_at / 1000))
 
     async def deliver_chunk(self, koo_id: str, chunk: str, followers: Sequence[str]) -> str:
         """The chunk job: deliver unless the koo is gone."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -65,7 +66,9 @@ class ArqJobQueue:
         return job is not None
 
     async def depth(self, queue: str) -> int:
-        return int(await self.pool.zcard(keys.QUEUES[queue]))
+        """Jobs due now in one queue (deferred jobs and the sweeper's next run not counted)."""
+        now_ms = int(time.time() * 1000)
+        return int(await self.pool.zcount(keys.QUEUES[queue], "-inf", now_ms))
 
 
 @dataclass
@@ -78,6 +81,12 @@ class Services:
     manager: FeedManager
     applier: EventApplier
     publisher: EventPublisher
+    # Opens another connection to the queue's Redis (each arq worker owns and closes one).
+    queue_factory: Callable[[], ArqRedis] = field(default=lambda: _unset_factory())
+
+
+def _unset_factory() -> ArqRedis:
+    raise RuntimeError("no queue Redis factory configured")
 
 
 def open_queue_redis(settings: Settings) -> ArqRedis:
@@ -120,17 +129,23 @@ async def open_services(
     settings: Settings,
     *,
     cache_redis: RedisClient | None = None,
-    queue_redis: ArqRedis | None = None,
+    queue_factory: Callable[[], ArqRedis] | None = None,
 ) -> AsyncIterator[Services]:
-    """Open DynamoDB, the cache Redis and the queue Redis; close them all on exit."""
+    """Open DynamoDB, the cache Redis and the queue Redis; close them all on exit.
+
+    ``cache_redis`` and ``queue_factory`` replace the clients built from the settings'
+    URLs (the demo passes in-process stand-ins).
+    """
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_dynamo(settings))
         if cache_redis is None:
             cache_redis = await open_cache_redis(settings)
             stack.push_async_callback(cache_redis.aclose)
-        if queue_redis is None:
-            queue_redis = open_queue_redis(settings)
-            stack.push_async_callback(queue_redis.aclose)
+        if queue_factory is None:
+            def queue_factory() -> ArqRedis:
+                return open_queue_redis(settings)
+        queue_redis = queue_factory()
+        stack.push_async_callback(queue_redis.aclose)
         stores = Stores(db)
         cache = Cache(cache_redis, settings)
         manager = FeedManager(settings, stores, cache)
@@ -145,4 +160,5 @@ async def open_services(
             manager=manager,
             applier=EventApplier(manager, jobs),
             publisher=EventPublisher(jobs),
+            queue_factory=queue_factory,
         )

@@ -138,13 +138,17 @@ class FeedManager:
 
     # --- merge / unmerge: one author, one reader ---------------------------------------
 
-    async def merge(self, reader: str, author: str, *, limit: int | None = None) -> int:
+    async def merge(
+        self, reader: str, author: str, *, limit: int | None = None,
+        recent: Sequence[tuple[str, int]] | None = None,
+    ) -> int:
         """Bring up to ``limit`` (default FEED_BACKFILL_ON_FOLLOW) recent koos of an author
-        into a reader's timeline."""
+        (``recent``, if already read) into a reader's timeline."""
         limit = self.settings.backfill_on_follow if limit is None else limit
         if limit <= 0:
             return 0
-        recent = await self.stores.koos.by_author(author, limit=limit)
+        if recent is None:
+            recent = await self.stores.koos.by_author(author, limit=limit)
         entries = [Entry(koo_id, author, created) for koo_id, created in recent]
         await self.stores.timelines.add_entries(reader, entries)
         await self.cache.merge(reader, recent)

@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from feed._embedded import embedded_dynamodb
 from feed.services import Services, open_services
 from feed.store import Stores, create_tables, open_dynamo
 
@@ -56,15 +57,8 @@ def dynamo_endpoint() -> Iterator[str]:
         return
     if BACKEND != "moto":
         raise pytest.UsageError(f"FEED_TEST_BACKEND must be moto or local, not {BACKEND!r}")
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with embedded_dynamodb() as endpoint:
+        yield endpoint
 
 
 def make_settings(endpoint: str, **overrides: Any) -> Settings:

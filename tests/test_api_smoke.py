@@ -33,7 +33,8 @@ async def test_feed_over_http(services: Services, client: httpx.AsyncClient) -> 
     r = await client.get(f"/v1/users/{reader}/feed", params={"explain": "true"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [i["koo_id"] for i in body["items"]] == [k2, k1]
+    # Other tests' koos in the same language may be mixed in as recommendations.
+    assert [i["koo_id"] for i in body["items"] if i["reason"] != "recommended"] == [k2, k1]
     assert body["items"][0]["reason"] == "following"
     assert body["next_cursor"] is None
     assert set(body["items"][0]["explain"]) == {"recency", "engagement", "affinity", "diversity"}

@@ -22,8 +22,13 @@ from arq.worker import func
 from config.settings import Settings
 from feed import keys, metrics
 from feed.jobs import BACKFILL, REALTIME
-from feed.services import Services, deserialize_job, open_queue_redis, open_services, serialize_job
-from workers.backfill import rebuild_timeline, trim_timeline
+from feed.services import Services, deserialize_job, open_services, serialize_job
+from workers.backfill import (
+    backfill_chunk,
+    compute_recommendations,
+    rebuild_timeline,
+    trim_timeline,
+)
 from workers.deletion import purge_deleted_koo
 from workers.events import apply_event
 from workers.fanout import deliver_koo_chunk, fan_out_koo, sweep_fanouts
@@ -64,6 +69,9 @@ def worker_functions(queue: str, settings: Settings) -> list[Any]:
         func(demote_celebrity, name="demote_celebrity", timeout=BACKFILL_TIMEOUT),
         func(rebuild_timeline, name="rebuild_timeline", timeout=BACKFILL_TIMEOUT),
         func(trim_timeline, name="trim_timeline", timeout=BACKFILL_TIMEOUT),
+        func(compute_recommendations, name="compute_recommendations",
+             timeout=BACKFILL_TIMEOUT),
+        func(backfill_chunk, name="backfill_chunk", timeout=BACKFILL_TIMEOUT),
     ]
 
 
@@ -73,7 +81,7 @@ def build_worker(
     """An arq Worker for one queue, sharing already-open services."""
     realtime = queue == REALTIME
     cron_jobs = []
-    if realtime:
+    if realtime and not burst:
         cron_jobs.append(
             cron(sweep_fanouts, name="sweep_fanouts", second={0, 15, 30, 45}, run_at_startup=True,
                  timeout=REALTIME_TIMEOUT, unique=True)
@@ -82,7 +90,7 @@ def build_worker(
         functions=worker_functions(queue, settings),
         cron_jobs=cron_jobs,
         queue_name=keys.QUEUES[queue],
-        redis_pool=open_queue_redis(settings),
+        redis_pool=services.queue_factory(),
         burst=burst,
         handle_signals=False,
         max_jobs=settings.worker_max_jobs,
@@ -106,6 +114,7 @@ async def run_workers(
     burst: bool = False,
     services: Services | None = None,
     stop: asyncio.Event | None = None,
+    handle_signals: bool = True,
 ) -> None:
     """Run workers for ``queues`` until SIGTERM/SIGINT (or, with ``burst``, until empty).
 
@@ -117,7 +126,7 @@ async def run_workers(
             services = await stack.enter_async_context(open_services(settings))
         stop = stop or asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
                 stack.callback(loop.remove_signal_handler, sig)

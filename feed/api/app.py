@@ -28,7 +28,7 @@ from feed.errors import FeedError, NotFound, StorageUnavailable, ValidationFaile
 from feed.reader import Reader
 from feed.services import Services, open_services
 
-__all__ = ["create_app"]
+__all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +190,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     app.add_middleware(AuthMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware)
     return app
+
+
+def app_from_env() -> Starlette:
+    """The app configured from FEED_* variables (``feed api`` and uvicorn's factory)."""
+    from feed.logs import setup_logging
+
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, json_format=settings.log_json)
+    return create_app(settings)

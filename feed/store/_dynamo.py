@@ -343,6 +343,14 @@ class Dynamo:
 
     # --- transactions -----------------------------------------------------------------
 
+    async def write_item(self, item: Mapping[str, Any]) -> None:
+        """One transaction-style item (``{"Put"|"Update"|"Delete": {...}}``) as a single
+        conditional write: cheaper than a one-item transaction."""
+        (kind,) = item.keys()
+        request = _wire_transact_item(self, item)[kind]
+        operation = {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind]
+        await self.call(operation, **request)
+
     async def transact(self, items: Sequence[Mapping[str, Any]]) -> None:
         """TransactWriteItems; items are ``{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}``
         with ``TableName`` given as a dataset name and keys/items as plain dicts."""

@@ -177,6 +177,21 @@ class Koos:
             return False
         return True
 
+    async def finish_small_fanout(self, koo_id: str) -> bool:
+        """DONE straight from PENDING/RUNNING: a fan-out delivered in one step."""
+        try:
+            await self.db.update(
+                KOOS, {"koo_id": koo_id},
+                "SET fanout_state = :done REMOVE fanout_shard, fanout_deadline, fanout_done, "
+                "fanout_expected",
+                condition="fanout_state IN (:pend, :run)",
+                values=values(done=FanoutState.DONE, pend=FanoutState.PENDING,
+                              run=FanoutState.RUNNING),
+            )
+        except ConditionFailed:
+            return False
+        return True
+
     async def extend_deadline(self, koo_id: str) -> None:
         await self.db.update(
             KOOS, {"koo_id": koo_id}, "SET fanout_deadline = :d",

@@ -36,6 +36,16 @@ class Relations:
     def switch_off_item(self, user_id: str, kind: str, other_id: str, at: int) -> dict[str, Any]:
         return _toggle.switch_off(RELATIONS, self.key(user_id, kind, other_id), at, _INDEX_ATTRS)
 
+    async def load_many(self, relations: list[tuple[str, str, str]], *, at: int) -> int:
+        """Bulk load (seeding, migrations) active (user, kind, other) rows, in the same form
+        the events produce. Counters are the caller's to set."""
+        rows = [
+            {**self.key(user, kind, other), "active": True, "ver": at, "created_at": at,
+             "inv_pk": other, "inv_sk": keys.relation_inverse_sk(kind, user)}
+            for user, kind, other in relations
+        ]
+        return await self.db.batch_write(RELATIONS, puts=rows)
+
     async def settle(self, user_id: str, kind: str, other_id: str, at: int, on: bool) -> None:
         """Record the version of an event that changed nothing (see _toggle.settle)."""
         args = _toggle.settle(self.key(user_id, kind, other_id), at, on)
@@ -48,6 +58,14 @@ class Relations:
         item = await self.db.get(RELATIONS, self.key(user_id, kind, other_id), consistent=True,
                                  attributes=["active"])
         return bool(item and item.get("active"))
+
+    async def active_among(self, relations: list[tuple[str, str, str]]) -> list[bool]:
+        """For each (user, kind, other): whether that relation is active (one BatchGetItem)."""
+        wanted = [self.key(u, k, o) for u, k, o in relations]
+        items = await self.db.batch_get(RELATIONS, wanted, attributes=["user_id", "rel", "active"],
+                                        consistent=True)
+        active = {(i["user_id"], i["rel"]) for i in items if i.get("active")}
+        return [(k["user_id"], k["rel"]) in active for k in wanted]
 
     async def outgoing(self, user_id: str) -> dict[str, set[str]]:
         """Every active relation from ``user_id``: {"follow": {...}, "block": ..., "mute": ...}."""
@@ -67,6 +85,18 @@ class Relations:
             users.update(ids)
         return users
 
+    async def incoming_page(
+        self, other_id: str, kind: str, *, page_size: int = 1000, start: Item | None = None,
+    ) -> tuple[list[str], Item | None]:
+        """One page of users with an active ``kind`` relation to ``other_id``, and the key to
+        continue from (None at the end)."""
+        items, cursor = await self.db.query_page(
+            RELATIONS, "inv_pk = :o AND begins_with(inv_sk, :k)",
+            values=values(o=other_id, k=keys.relation_prefix(kind)),
+            index=RELATIONS_INVERSE, limit=page_size, start=start,
+        )
+        return [keys.split_relation_sk(i["inv_sk"])[1] for i in items], cursor
+
     async def incoming_pages(
         self, other_id: str, kind: str, *, page_size: int = 1000, start: Item | None = None,
     ) -> AsyncIterator[list[str]]:
@@ -74,12 +104,8 @@ class Relations:
         page by page from the inverse index."""
         cursor = start
         while True:
-            items, cursor = await self.db.query_page(
-                RELATIONS, "inv_pk = :o AND begins_with(inv_sk, :k)",
-                values=values(o=other_id, k=keys.relation_prefix(kind)),
-                index=RELATIONS_INVERSE, limit=page_size, start=cursor,
-            )
-            ids = [keys.split_relation_sk(i["inv_sk"])[1] for i in items]
+            ids, cursor = await self.incoming_page(other_id, kind, page_size=page_size,
+                                                   start=cursor)
             if ids:
                 yield ids
             if cursor is None:

@@ -43,6 +43,21 @@ class Users:
             return False
         return True
 
+    async def load_many(self, users: list[tuple[User, bool]], *, at: int) -> int:
+        """Bulk load (seeding, migrations): profiles with their counters, and whether each
+        is a celebrity, in the same form signups and follows produce."""
+        items = []
+        for user, celebrity in users:
+            item: dict[str, Any] = {
+                "user_id": user.user_id, "handle": user.handle, "lang": user.lang,
+                "region": user.region, "profile_ver": at, "created_at": user.created_at,
+                "followers": user.followers, "following": user.following,
+            }
+            if celebrity:
+                item["celeb_shard"] = keys.CELEBRITY_SHARD
+            items.append(item)
+        return await self.db.batch_write(USERS, puts=items)
+
     async def get(self, user_id: str, *, consistent: bool = False) -> User | None:
         """The profile of a signed-up user (None for unknown ids)."""
         item = await self.db.get(USERS, {"user_id": user_id}, consistent=consistent)
@@ -82,6 +97,14 @@ class Users:
                                  values=values(s=keys.CELEBRITY_SHARD))
         else:
             await self.db.update(USERS, {"user_id": user_id}, "REMOVE celeb_shard")
+
+    async def reach(self, user_id: str) -> tuple[int, bool]:
+        """(followers, marked as a celebrity) in one read."""
+        item = await self.db.get(USERS, {"user_id": user_id}, consistent=True,
+                                 attributes=["followers", "celeb_shard"])
+        if not item:
+            return 0, False
+        return max(0, int(item.get("followers", 0))), bool(item.get("celeb_shard"))
 
     async def is_celebrity(self, user_id: str) -> bool:
         item = await self.db.get(USERS, {"user_id": user_id}, consistent=True,

@@ -1,0 +1,243 @@
+"""The ``feed`` command line (CONTRACT.md "Operations")."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from config.settings import Settings, SettingsError
+from feed.errors import StorageError, ValidationFailed
+from feed.logs import setup_logging
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="feed",
+        description="koo-feed: event workers, fan-out, hot timeline cache and the read API. "
+        "Configuration comes from FEED_* environment variables (see the README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="run the embedded demo (no services needed)",
+        description="Start an embedded DynamoDB (moto) and an in-process Redis stand-in "
+        "unless FEED_DYNAMODB_ENDPOINT / FEED_REDIS_URL point at real ones, run the worker "
+        "and the API in one process, load a synthetic social graph, publish koos and "
+        "reactions, and print a ranked feed and a summary.",
+    )
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the API up on http://127.0.0.1:8080 afterwards")
+    demo.add_argument("--port", type=int, default=8080, help="port for --serve (8080)")
+    demo.add_argument("--users", type=int, default=300, help="users in the graph (300)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+
+    api = sub.add_parser("api", help="serve the read API until SIGTERM/SIGINT",
+                         description="Serve the read API; on SIGTERM/SIGINT stop accepting "
+                         "connections, finish in-flight requests, and exit 0.")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    api.add_argument("--port", type=int, default=8080, help="port (8080)")
+    api.add_argument("--workers", type=int, default=1,
+                     help="API processes (1; about one per core)")
+
+    worker = sub.add_parser("worker", help="run the arq workers until SIGTERM/SIGINT",
+                            description="Run arq workers. On SIGTERM/SIGINT they stop taking "
+                            "jobs, let running ones finish (20 s at most), hand the rest "
+                            "back to the queue, and exit 0.")
+    worker.add_argument("--queue", choices=["realtime", "backfill", "all"], default="all",
+                        help="which queue to serve (all)")
+    worker.add_argument("--burst", action="store_true",
+                        help="exit once the queues are empty")
+
+    tables = sub.add_parser("tables", help="manage the DynamoDB tables")
+    tables_sub = tables.add_subparsers(dest="tables_command", required=True, metavar="ACTION")
+    tables_sub.add_parser("create", help="create every table and index if missing "
+                          "(idempotent) and wait until active")
+
+    publish = sub.add_parser(
+        "publish", help="publish events from a JSON-lines file",
+        description="Publish events from a JSON-lines file ('-' for stdin), one event per "
+        "line, with a progress bar. Bad lines are reported by line number and skipped; the "
+        "exit code is 1 if any line was bad, 0 otherwise.",
+    )
+    publish.add_argument("file", help="path of the .jsonl file, or - for stdin")
+    publish.add_argument("--batch", type=int, default=500, help="events per enqueue batch")
+    publish.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    from feed.backfill import add_backfill_parser  # the backfill tool is a module of its own
+
+    add_backfill_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"feed: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(settings.log_level, json_format=settings.log_json)
+    try:
+        return _dispatch(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except StorageError as exc:
+        print(f"feed: storage error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from feed.demo import run_demo
+
+        return asyncio.run(run_demo(settings, serve=args.serve, port=args.port,
+                                    users=args.users, seed=args.seed))
+    if args.command == "api":
+        return _serve_api(settings, args.host, args.port, args.workers)
+    if args.command == "worker":
+        from workers.settings import run_workers
+
+        queues = ["realtime", "backfill"] if args.queue == "all" else [args.queue]
+        asyncio.run(run_workers(settings, queues, burst=args.burst))
+        return EXIT_OK
+    if args.command == "tables":
+        return asyncio.run(_create_tables(settings))
+    if args.command == "publish":
+        return asyncio.run(publish_file(settings, args.file, batch=args.batch,
+                                        quiet=args.quiet))
+    if args.command == "backfill":
+        from feed.backfill import run_backfill
+
+        return asyncio.run(run_backfill(settings, args))
+    raise AssertionError(args.command)
+
+
+def _serve_api(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    if not settings.api_tokens:
+        print("feed: FEED_API_TOKENS is empty: every /v1 request would be refused",
+              file=sys.stderr)
+        return EXIT_USAGE
+    uvicorn.run(
+        "feed.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+        loop="uvloop", http="httptools", log_config=None, access_log=False,
+        timeout_graceful_shutdown=20, lifespan="on",
+    )
+    return EXIT_OK
+
+
+async def _create_tables(settings: Settings) -> int:
+    from feed.store import create_tables, open_dynamo
+
+    async with open_dynamo(settings) as db:
+        created = await create_tables(db)
+    names = ", ".join(created) if created else "none (all existed)"
+    print(f"tables ready; created: {names}")
+    return EXIT_OK
+
+
+class Progress:
+    """A one-line progress bar on a terminal (plain periodic lines otherwise)."""
+
+    def __init__(self, label: str, total: int | None, stream: TextIO, *, quiet: bool) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.tty = stream.isatty()
+
+    def update(self, done: int, bad: int = 0, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.quiet or (not final and now - self.last < (0.1 if self.tty else 2.0)):
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        if self.total:
+            width = 30
+            filled = int(width * min(done, self.total) / self.total)
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"{self.label} [{bar}] {done}/{self.total}"
+        else:
+            text = f"{self.label} {done}"
+        text += f"  {rate:,.0f}/s"
+        if bad:
+            text += f"  bad: {bad}"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# A command-line tool with nothing else on its loop: plain blocking file reads are fine.
+def _open_text(path: str) -> TextIO:
+    return open(path, encoding="utf-8")
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as counter:
+        return sum(1 for _ in counter)
+
+
+async def publish_file(settings: Settings, path: str, *, batch: int = 500,
+                       quiet: bool = False) -> int:
+    """Publish a JSON-lines file; returns the exit code (1 if any line was bad)."""
+    from feed.events import validate_event
+    from feed.publisher import connect_publisher
+
+    source: TextIO = sys.stdin if path == "-" else _open_text(path)
+    total = None if path == "-" else _count_lines(path)
+    progress = Progress("publishing", total, sys.stderr, quiet=quiet)
+    bad = 0
+    done = 0
+    published = 0
+    pending: list[dict[str, Any]] = []
+    try:
+        async with connect_publisher(settings) as publisher:
+            for number, line in enumerate(source, start=1):
+                if not line.strip():
+                    done += 1
+                    continue
+                try:
+                    event = validate_event(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    bad += 1
+                    print(f"line {number}: not JSON: {exc}", file=sys.stderr)
+                except ValidationFailed as exc:
+                    bad += 1
+                    print(f"line {number}: {exc}", file=sys.stderr)
+                else:
+                    pending.append(event)
+                done += 1
+                if len(pending) >= batch:
+                    published += await publisher.publish(pending)
+                    pending = []
+                    progress.update(done, bad)
+            if pending:
+                published += await publisher.publish(pending)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    progress.update(done, bad, final=True)
+    print(f"published {published} events; {bad} bad lines skipped", file=sys.stderr)
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
