@@ -5,8 +5,8 @@ suite starts moto's server in-process) or ``local`` (DynamoDB Local at
 ``FEED_TEST_DYNAMODB_ENDPOINT``, default http://127.0.0.1:8765). Tests that
 touch DynamoDB are marked ``dynamodb`` automatically, so CI runs them against
 both. Redis is the one at ``FEED_TEST_REDIS_URL`` (default
-redis://127.0.0.1:6379), databases 14 (queue) and 15 (cache), flushed
-before each test.
+redis://127.0.0.1:6379), databases 14 (queue) and 15 (cache) unless
+``FEED_TEST_REDIS_DBS=Q,C`` says otherwise, flushed before each test.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from feed.store import Stores, create_tables, open_dynamo
 
 BACKEND = os.environ.get("FEED_TEST_BACKEND", "moto")
 REDIS_BASE = os.environ.get("FEED_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
-QUEUE_URL = f"{REDIS_BASE}/14"
-CACHE_URL = f"{REDIS_BASE}/15"
+_QUEUE_DB, _CACHE_DB = os.environ.get("FEED_TEST_REDIS_DBS", "14,15").split(",")
+QUEUE_URL = f"{REDIS_BASE}/{_QUEUE_DB}"
+CACHE_URL = f"{REDIS_BASE}/{_CACHE_DB}"
 
 DYNAMODB_FIXTURES = {"dynamo_endpoint", "settings", "services", "stores", "tables"}
 
