@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve", action="store_true",
                       help="keep the API up on http://127.0.0.1:8080 afterwards")
     demo.add_argument("--port", type=int, default=8080, help="port for --serve (8080)")
-    demo.add_argument("--users", type=int, default=300, help="users in the graph (300)")
+    demo.add_argument("--users", type=int, default=120, help="users in the graph (120)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
 
     api = sub.add_parser("api", help="serve the read API until SIGTERM/SIGINT",
