@@ -69,7 +69,6 @@ class Settings:
     dynamodb_retry_mode: str = "standard"
     dynamodb_concurrency: int = 16
     redis_timeout: float = 2.0
-    job_timeout_seconds: int = 30
     job_max_tries: int = 8
     worker_max_jobs: int = 32
     log_level: str = "INFO"
@@ -169,9 +168,6 @@ class Settings:
                 "DYNAMODB_CONCURRENCY", _positive_int, defaults.dynamodb_concurrency
             ),
             "redis_timeout": reader.get("REDIS_TIMEOUT", _positive_float, defaults.redis_timeout),
-            "job_timeout_seconds": reader.get(
-                "JOB_TIMEOUT_SECONDS", _positive_int, defaults.job_timeout_seconds
-            ),
             "job_max_tries": reader.get("JOB_MAX_TRIES", _positive_int, defaults.job_max_tries),
             "worker_max_jobs": reader.get(
                 "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs
