@@ -71,6 +71,8 @@ class Settings:
     redis_timeout: float = 2.0
     job_max_tries: int = 8
     worker_max_jobs: int = 32
+    worker_metrics_port: int = 9108
+    worker_metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_json: bool = True
     regions: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
@@ -172,6 +174,12 @@ class Settings:
             "worker_max_jobs": reader.get(
                 "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs
             ),
+            "worker_metrics_port": reader.get(
+                "WORKER_METRICS_PORT", _port, defaults.worker_metrics_port
+            ),
+            "worker_metrics_host": reader.get(
+                "WORKER_METRICS_HOST", _host, defaults.worker_metrics_host
+            ),
             "log_level": reader.get("LOG_LEVEL", _log_level, defaults.log_level),
             "log_json": reader.get("LOG_JSON", _bool, defaults.log_json),
             "regions": reader.get("REGIONS", _regions, _no_regions()),
@@ -238,6 +246,19 @@ def _non_negative_float(raw: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise ValueError("must be zero or a positive number")
     return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number from 0 (off) to 65535")
+    return value
+
+
+def _host(raw: str) -> str:
+    if any(c.isspace() for c in raw):
+        raise ValueError("must be a host name or address")
+    return raw
 
 
 def _bool(raw: str) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 from arq import Worker, cron
 from arq.worker import func
+from prometheus_client import start_http_server
 
 from config.settings import Settings
 from feed import keys, metrics
@@ -130,6 +131,7 @@ async def run_workers(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
                 stack.callback(loop.remove_signal_handler, sig)
+        _serve_metrics(settings, burst=burst)
         depth_task = asyncio.create_task(_report_depth(services, queues, stop))
         try:
             while True:
@@ -177,6 +179,23 @@ async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event, *, burs
         for worker in workers:
             with contextlib.suppress(Exception):
                 await worker.close()
+
+
+_metrics_started = False
+
+
+def _serve_metrics(settings: Settings, *, burst: bool) -> None:
+    """The worker's own /metrics (Prometheus), once per process; off in burst mode."""
+    global _metrics_started
+    if burst or _metrics_started or not settings.worker_metrics_port:
+        return
+    try:
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
+    except OSError as exc:
+        log.warning("worker metrics not served", extra={
+            "port": settings.worker_metrics_port, "error": str(exc)})
+        return
+    _metrics_started = True
 
 
 async def _queues_busy(services: Services, queues: Sequence[str]) -> bool:
