@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -132,12 +133,19 @@ def _serve_api(settings: Settings, host: str, port: int, workers: int) -> int:
         print("feed: FEED_API_TOKENS is empty: every /v1 request would be refused",
               file=sys.stderr)
         return EXIT_USAGE
+    # uvicorn drains, then re-raises the signal it caught; the contract wants exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     uvicorn.run(
         "feed.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
         loop="uvloop", http="httptools", log_config=None, access_log=False,
         timeout_graceful_shutdown=20, lifespan="on",
     )
     return EXIT_OK
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_OK)
 
 
 async def _create_tables(settings: Settings) -> int:
