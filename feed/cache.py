@@ -517,6 +517,26 @@ class Cache:
     async def trending_remove(self, lang: str, koo_id: str) -> None:
         await self._guard(self.redis.zrem(keys.trending(lang), koo_id))
 
+    # --- recommendations ----------------------------------------------------------------
+
+    async def recommendations(self, user_id: str, kind: str) -> list[dict[str, Any]] | None:
+        """A reader's stored recommendations of one kind, if cached ([] is a cached "none")."""
+        raw = await self._guard(self.redis.get(keys.recommendations(user_id, kind)))
+        if raw is None:
+            return None
+        found: list[dict[str, Any]] = orjson.loads(raw)
+        return found
+
+    async def store_recommendations(
+        self, user_id: str, kind: str, items: Sequence[Mapping[str, Any]], *, ttl: int
+    ) -> None:
+        await self._guard(self.redis.set(
+            keys.recommendations(user_id, kind), orjson.dumps(list(items)), ex=max(1, ttl)
+        ))
+
+    async def drop_recommendations(self, user_id: str, kind: str) -> None:
+        await self._guard(self.redis.delete(keys.recommendations(user_id, kind)))
+
     # --- rate limiting ----------------------------------------------------------------
 
     async def take_token(self, key: str, *, rate: float, now_ms: float) -> float:

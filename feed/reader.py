@@ -25,6 +25,7 @@ from feed.timeline import FeedManager
 __all__ = ["FeedPage", "Reader"]
 
 RECOMMENDATION_TTL_SECONDS = 900
+STORED_RECOMMENDATIONS_CACHE_SECONDS = 60
 TRENDING_TTL_SECONDS = 60
 TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
 FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
@@ -174,7 +175,7 @@ class Reader:
         user = await self.user(reader)
         relations = await self.manager.relations_of(reader)
         excluded = relations.following | relations.hidden()
-        stored = await self.stores.recommendations.load(reader, "follows")
+        stored = await self._stored(reader, "follows")
         if stored:
             picks = [UserPick(s["target"], s["score"], s["reason"]) for s in stored]
         else:
@@ -213,8 +214,20 @@ class Reader:
                 break
         return out
 
+    async def _stored(self, reader: str, kind: str) -> list[dict[str, Any]]:
+        """Stored recommendations of one kind (cache first; [] when none are stored)."""
+        with contextlib.suppress(StorageUnavailable):
+            cached = await self.cache.recommendations(reader, kind)
+            if cached is not None:
+                return cached
+        stored = await self.stores.recommendations.load(reader, kind)
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_recommendations(reader, kind, stored,
+                                                   ttl=STORED_RECOMMENDATIONS_CACHE_SECONDS)
+        return stored
+
     async def _stored_koo_picks(self, reader: str) -> list[KooPick] | None:
-        stored = await self.stores.recommendations.load(reader, "koos")
+        stored = await self._stored(reader, "koos")
         if not stored:
             return None
         return [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
@@ -274,6 +287,9 @@ class Reader:
             [{"target": p.koo_id, "score": p.score, "reason": p.reason} for p in koos],
             ttl_seconds=RECOMMENDATION_TTL_SECONDS,
         )
+        with contextlib.suppress(StorageUnavailable):
+            for kind in ("follows", "koos"):
+                await self.cache.drop_recommendations(reader, kind)
         return len(follows) + len(koos)
 
 
