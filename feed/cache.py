@@ -10,6 +10,7 @@ existence check and the write are one atomic step, and trims each set to
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -39,6 +40,7 @@ RELATIONS_TTL_SECONDS = 3600
 PROFILE_TTL_SECONDS = 300
 POPULAR_KEEP = 1000  # popular creators kept per language
 LOCK_TTL_MS = 30_000
+CLUSTER_CONCURRENCY = 64  # script calls in flight on a Redis Cluster
 
 # Push one koo into a reader's timeline if the reader is active (the set exists).
 # KEYS[1] timeline; ARGV: score, member, keep (entries + sentinel)
@@ -135,6 +137,13 @@ class Cache:
         self.active_ttl = settings.active_days * 86_400
         self._sha: dict[str, str] = {}
 
+    def _atomic(self) -> Any:
+        """A pipeline that is a MULTI/EXEC transaction on a standalone Redis. A Redis Cluster
+        has no cross-command transactions in redis-py; every pipeline here touches one
+        user's keys and stays correct without one (a reader between two commands sees a
+        missing or incomplete set and falls back to storage)."""
+        return self.redis.pipeline(transaction=not isinstance(self.redis, RedisCluster))
+
     # --- scripts ----------------------------------------------------------------------
 
     async def load_scripts(self) -> None:
@@ -144,17 +153,21 @@ class Cache:
 
     async def _run_many(self, name: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
                         ) -> list[Any]:
-        """Run one script for many (keys, args) in one pipeline; reload on NOSCRIPT."""
+        """Run one script for many (keys, args): one pipeline on a standalone Redis; on a
+        Redis Cluster (where redis-py pipelines no scripts) concurrent calls, each routed
+        to its key's node. Scripts are reloaded after a NOSCRIPT (a restarted Redis)."""
         if not calls:
             return []
         for attempt in range(2):
             if name not in self._sha:
                 await self.load_scripts()
             sha = self._sha[name]
-            pipe = self.redis.pipeline(transaction=False)
-            for script_keys, args in calls:
-                pipe.evalsha(sha, len(script_keys), *script_keys, *args)
             try:
+                if isinstance(self.redis, RedisCluster):
+                    return await self._run_concurrently(sha, calls)
+                pipe = self.redis.pipeline(transaction=False)
+                for script_keys, args in calls:
+                    pipe.evalsha(sha, len(script_keys), *script_keys, *args)
                 return list(await pipe.execute(raise_on_error=True))
             except NoScriptError:
                 if attempt:
@@ -166,6 +179,18 @@ class Cache:
                     continue
                 raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
         raise AssertionError("unreachable")
+
+    async def _run_concurrently(
+        self, sha: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        semaphore = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def one(script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+            async with semaphore:
+                reply: Any = self.redis.evalsha(sha, len(script_keys), *script_keys, *args)
+                return await reply
+
+        return list(await asyncio.gather(*(one(k, a) for k, a in calls)))
 
     async def ping(self) -> bool:
         try:
@@ -263,7 +288,7 @@ class Cache:
         key = keys.timeline(reader)
         mapping: dict[str, float] = dict(entries)
         mapping[keys.TIMELINE_READY] = math.inf
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         pipe.zadd(key, mapping)
         pipe.zrem(key, keys.TIMELINE_BUILDING)
         pipe.zremrangebyrank(key, 0, -(self.keep + 1))
@@ -389,7 +414,7 @@ class Cache:
         return RelationSets(*sets)
 
     async def store_relation_sets(self, reader: str, sets: RelationSets) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         for name, key_of in self._RELATION_KEYS:
             key = key_of(reader)
             pipe.delete(key)
@@ -413,7 +438,7 @@ class Cache:
         return frozenset(m for m in members if m != keys.LOADED)
 
     async def store_celebrities(self, authors: Iterable[str]) -> None:
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         pipe.delete(keys.celebrities())
         pipe.sadd(keys.celebrities(), keys.LOADED, *authors)
         pipe.expire(keys.celebrities(), RELATIONS_TTL_SECONDS)
@@ -457,7 +482,7 @@ class Cache:
         mapping[keys.TIMELINE_READY] = math.inf
         if complete:
             mapping[keys.COMPLETE] = math.inf
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         pipe.delete(key)
         pipe.zadd(key, mapping)
         pipe.expire(key, self.active_ttl)
@@ -482,7 +507,7 @@ class Cache:
 
     async def store_affinity(self, reader: str, weights: Mapping[str, float]) -> None:
         key = keys.affinity(reader)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         pipe.delete(key)
         pipe.hset(key, mapping={keys.LOADED: 1, **weights})
         pipe.expire(key, RELATIONS_TTL_SECONDS)
@@ -506,7 +531,7 @@ class Cache:
         self, lang: str, scored: Sequence[tuple[str, float]], *, ttl: int
     ) -> None:
         key = keys.trending(lang)
-        pipe = self.redis.pipeline(transaction=True)
+        pipe = self._atomic()
         pipe.delete(key)
         mapping: dict[str, float] = dict(scored)
         mapping[keys.LOADED] = -1.0
