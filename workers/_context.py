@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 from arq import Retry
 
 from feed.errors import NotReady, StorageUnavailable
 from feed.services import Services
 
-__all__ = ["retry_later", "services"]
+__all__ = ["retry_later", "retrying", "services"]
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,23 @@ def retry_later(ctx: dict[str, Any], exc: StorageUnavailable | NotReady) -> Retr
                "defer_seconds": round(delay, 3)},
     )
     return Retry(defer=delay)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def retrying(
+    job: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    """A job whose transient storage failures are retried later with backoff (arq Retry)."""
+
+    @functools.wraps(job)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await job(*args, **kwargs)
+        except StorageUnavailable as exc:
+            ctx: dict[str, Any] = args[0]  # type: ignore[assignment]
+            raise retry_later(ctx, exc) from exc
+
+    return run

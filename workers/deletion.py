@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from feed.errors import StorageUnavailable
-from workers._context import retry_later, services
+from workers._context import retrying, services
 
 __all__ = ["purge_deleted_koo"]
 
 
+@retrying
 async def purge_deleted_koo(ctx: dict[str, Any], koo_id: str) -> int:
-    try:
-        return await services(ctx).applier.fanout.undeliver(koo_id)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await services(ctx).applier.fanout.undeliver(koo_id)

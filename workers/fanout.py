@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from feed.errors import StorageUnavailable
 from feed.fanout import FanOut
-from workers._context import retry_later, services
+from workers._context import retrying, services
 
 __all__ = ["deliver_koo_chunk", "fan_out_koo", "sweep_fanouts"]
 
@@ -15,21 +14,17 @@ def _fanout(ctx: dict[str, Any]) -> FanOut:
     return services(ctx).applier.fanout
 
 
+@retrying
 async def fan_out_koo(ctx: dict[str, Any], koo_id: str, attempt: int = 0) -> str:
     """Coordinate (or resume) the fan-out of one koo."""
-    try:
-        return await _fanout(ctx).run(koo_id, attempt)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await _fanout(ctx).run(koo_id, attempt)
 
 
+@retrying
 async def deliver_koo_chunk(ctx: dict[str, Any], koo_id: str, chunk: str,
                             followers: list[str]) -> str:
     """Deliver one koo to one chunk of followers (storage, then active readers' cache)."""
-    try:
-        return await _fanout(ctx).deliver_chunk(koo_id, chunk, followers)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await _fanout(ctx).deliver_chunk(koo_id, chunk, followers)
 
 
 async def sweep_fanouts(ctx: dict[str, Any]) -> int:

@@ -4,31 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from feed.errors import StorageUnavailable
-from workers._context import retry_later, services
+from workers._context import retrying, services
 
 __all__ = ["demote_celebrity", "merge_author_into_timeline", "purge_author_from_timeline"]
 
 
+@retrying
 async def merge_author_into_timeline(ctx: dict[str, Any], reader: str, author: str) -> int:
     """After a follow (or unblock / unmute): the author's recent koos join the timeline."""
-    try:
-        return await services(ctx).applier.merge_author(reader, author)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await services(ctx).applier.merge_author(reader, author)
 
 
+@retrying
 async def purge_author_from_timeline(ctx: dict[str, Any], reader: str, author: str) -> int:
     """After an unfollow, block or mute: the author's koos leave the timeline's storage."""
-    try:
-        return await services(ctx).applier.unmerge_author(reader, author)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await services(ctx).applier.unmerge_author(reader, author)
 
 
+@retrying
 async def demote_celebrity(ctx: dict[str, Any], author: str) -> int:
     """An author fell below the celebrity threshold: fan out their recent koos."""
-    try:
-        return await services(ctx).applier.fanout.demote(author)
-    except StorageUnavailable as exc:
-        raise retry_later(ctx, exc) from exc
+    return await services(ctx).applier.fanout.demote(author)
