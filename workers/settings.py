@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 REALTIME_TIMEOUT = 30
 BACKFILL_TIMEOUT = 600
 SHUTDOWN_GRACE_SECONDS = 20.0
+STOP_TIMEOUT_SECONDS = 5.0
 
 
 def worker_functions(queue: str, settings: Settings) -> list[Any]:
@@ -161,24 +162,30 @@ async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event, *, burs
             if main.done() and not main.cancelled() and main.exception():
                 raise main.exception()  # type: ignore[misc]
         if stop.is_set():
+            # Stop taking jobs, and let each main loop return once its running jobs are
+            # done (arq's own burst exit), within the grace period.
             for worker in workers:
                 worker.allow_pick_jobs = False
-            running = [t for w in workers for t in w.tasks.values() if not t.done()]
-            log.info("stopping: waiting for running jobs", extra={"jobs": len(running)})
-            if running:
-                await asyncio.wait(running, timeout=SHUTDOWN_GRACE_SECONDS)
+                worker.burst = True
+                worker.max_burst_jobs = 0
+            running = sum(len(w.tasks) for w in workers)
+            log.info("stopping: waiting for running jobs", extra={"jobs": running})
+            await asyncio.wait(mains, timeout=SHUTDOWN_GRACE_SECONDS)
     finally:
         stopper.cancel()
         for worker in workers:
             for task in worker.tasks.values():
                 if not task.done():
-                    task.cancel()  # arq re-queues cancelled jobs
+                    task.cancel()  # arq puts a cancelled job back on the queue
             if worker.main_task and not worker.main_task.done():
                 worker.main_task.cancel()
-        await asyncio.gather(*mains, return_exceptions=True)
+        # Never hang on shutdown: a main loop that ignores its cancellation is left behind.
+        _, stuck = await asyncio.wait(mains, timeout=STOP_TIMEOUT_SECONDS)
+        if stuck:
+            log.warning("worker loops did not stop in time", extra={"loops": len(stuck)})
         for worker in workers:
             with contextlib.suppress(Exception):
-                await worker.close()
+                await asyncio.wait_for(worker.close(), STOP_TIMEOUT_SECONDS)
 
 
 _metrics_started = False

@@ -1,0 +1,1 @@
+"""Benchmarks that print Markdown tables (not tests): ``python -m bench.<name> --help``."""

@@ -1,0 +1,246 @@
+"""Shared pieces of the benchmarks: the environment table, statistics, Markdown, JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.metadata
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+__all__ = [
+    "Stopwatch",
+    "command_line",
+    "cpu_model",
+    "dynamodb_identity",
+    "environment",
+    "fmt_int",
+    "fmt_ms",
+    "fmt_pct",
+    "markdown_table",
+    "median",
+    "nproc",
+    "percentile",
+    "redis_db",
+    "version",
+    "write_json",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def nproc() -> int:
+    """CPUs this process may run on (what ``nproc`` prints)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 0
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or the platform's guess)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError):
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return "n/a"
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def command_line() -> str:
+    """The command as typed, with the interpreter relative to the repository when inside."""
+    exe = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        exe = exe.relative_to(Path.cwd())
+    module = sys.modules["__main__"].__spec__
+    target = ["-m", module.name] if module is not None else [sys.argv[0]]
+    return shlex.join([str(exe), *target, *sys.argv[1:]])
+
+
+def redis_db(url: str) -> int:
+    """The database number a redis:// URL names (0 when it names none)."""
+    parsed = urllib.parse.urlparse(url)
+    path = parsed.path.strip("/")
+    query = urllib.parse.parse_qs(parsed.query)
+    if path:
+        return int(path)
+    return int(query.get("db", ["0"])[0])
+
+
+async def redis_server_version(redis: Redis) -> str:
+    info: dict[str, Any] = await redis.info("server")
+    return str(info.get("redis_version", "unknown"))
+
+
+def dynamodb_identity(endpoint: str | None) -> str:
+    """What answers at ``endpoint``: DynamoDB Local (and which jar), moto, or something else."""
+    if not endpoint:
+        return "AWS (default endpoint)"
+    auth = ("AWS4-HMAC-SHA256 Credential=local/20200101/us-east-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0")
+    request = urllib.request.Request(
+        endpoint.rstrip("/") + "/", data=b"{}", method="POST",
+        headers={"Content-Type": "application/x-amz-json-1.0",
+                 "X-Amz-Target": "DynamoDB_20120810.ListTables", "Authorization": auth},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=3) as response:
+            server = response.headers.get("Server", "")
+    except OSError as exc:
+        return f"not answering ({exc})"
+    if "Jetty" in server:
+        return f"DynamoDB Local{_local_jar(endpoint)} ({server})"
+    if "Werkzeug" in server or "moto" in server.lower():
+        return f"moto server ({server})"
+    return f"unknown server ({server or 'no Server header'})"
+
+
+def _local_jar(endpoint: str) -> str:
+    """The jar the repository's scripts/dynamodb-local.sh started on this port, if it did."""
+    port = urllib.parse.urlparse(endpoint).port
+    pid_file = ROOT / ".cache" / f"dynamodb-local-{port}.pid"
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pid_file.read_text().strip())
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        for arg in args:
+            text = arg.decode(errors="replace")
+            if text.endswith("DynamoDBLocal.jar"):
+                jar_dir = Path(text).parent.name
+                mode = " -inMemory" if b"-inMemory" in args else ""
+                return f" {jar_dir}{mode}"
+    return ""
+
+
+async def environment(redis: Redis, redis_url: str, endpoint: str | None) -> dict[str, str]:
+    """Everything the result depends on, as label -> value."""
+    hiredis = version("hiredis")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": f"{nproc()} CPUs (nproc), {cpu_model()}, {platform.machine()}; "
+                   f"load average at start {load_average()}",
+        "Python": platform.python_version(),
+        "redis-py": f"{version('redis')} (hiredis {hiredis})",
+        "aioboto3": f"{version('aioboto3')} (aiobotocore {version('aiobotocore')}, "
+                    f"botocore {version('botocore')})",
+        "arq": version("arq"),
+        "Redis server": f"{await redis_server_version(redis)} at {redis_url}",
+        "DynamoDB": f"{endpoint or 'AWS'}: {dynamodb_identity(endpoint)}",
+    }
+
+
+# --- statistics -------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): with 20 samples, p99 is the largest."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+class Stopwatch:
+    """``with Stopwatch() as sw: ...``; then ``sw.seconds``."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.started
+
+
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[None]:
+    """A line on stderr before and after a phase (stdout carries only the report)."""
+    started = time.monotonic()
+    print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"[bench] {label}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def fmt_int(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f}"
+
+
+def fmt_pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value * 100:.0f}%"
+
+
+def fmt_ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "n/a"
+    ms = seconds * 1000
+    return f"{ms:,.0f} ms" if ms >= 100 else f"{ms:.1f} ms"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table; columns after the first are right-aligned."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) if i == 0 else c.rjust(w)
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = ["-" * widths[0]] + ["-" * (w - 1) + ":" for w in widths[1:]]
+    return "\n".join([line(headers), "| " + " | ".join(rule) + " |", *(line(r) for r in rows)])
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON (NaN becomes null)."""
+    Path(path).write_bytes(
+        orjson.dumps(_no_nan(data), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value
