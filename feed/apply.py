@@ -115,6 +115,8 @@ class EventApplier:
 
     async def _signed_up(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
         changed = await self.stores.users.save_profile(event)
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.drop_profiles(event["user_id"])
         await self.stores.ledger.record(event, APPLIED if changed else NOOP)
         return APPLIED if changed else NOOP
 
@@ -267,6 +269,9 @@ class EventApplier:
             active = on  # this event just set the state
         else:
             active = await self.stores.relations.is_active(user, kind, other)
+        if kind == keys.REL_FOLLOW:
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.drop_profiles(user, other)  # their counters changed
         set_of = {keys.REL_FOLLOW: keys.following, keys.REL_BLOCK: keys.blocking,
                   keys.REL_MUTE: keys.muting}[kind]
         await self.cache.relation_changed(set_of(user), other, active)

@@ -18,10 +18,10 @@ def now_ms() -> int:
     return next(_clock)
 
 
-def event(kind: str, **fields: Any) -> dict[str, Any]:
+def event(event_type: str, **fields: Any) -> dict[str, Any]:
     fields.setdefault("event_id", f"ev-{uuid.uuid4().hex}")
     fields.setdefault("occurred_at", now_ms())
-    return {"type": kind, **fields}
+    return {"type": event_type, **fields}
 
 
 def signup(user_id: str, *, lang: str = "hi", region: str = "ap-south-1", **kw: Any

@@ -45,7 +45,7 @@ def query_limit(request: Request, *, default: int, maximum: int) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 4 or not 1 <= int(raw) <= maximum:
         raise _invalid("limit", f"limit must be an integer from 1 to {maximum}")
     return int(raw)
 

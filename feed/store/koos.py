@@ -130,6 +130,9 @@ class Koos:
                 return await self.mark_deleted(koo_id, author_id, at)
         if item.get("author_id") != author_id:
             return "not_author"
+        if not item.get("deleted"):
+            # The koo was stored between the failed update and this read: delete it now.
+            return await self.mark_deleted(koo_id, author_id, at)
         return "already"
 
     async def by_author(
