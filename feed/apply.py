@@ -41,6 +41,7 @@ __all__ = ["APPLIED", "DUPLICATE", "NOOP", "EventApplier"]
 
 log = logging.getLogger(__name__)
 
+SETTLE_ATTEMPTS = 4
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 NOOP = "noop"  # valid, recorded, but older than the state already stored
@@ -208,13 +209,18 @@ class EventApplier:
         )
         delta = 1 if on else -1
         counter = self.stores.koos.counter_item(koo_id, event["kind"], delta)
-        failed = await self._commit(event, [row, counter])
-        if failed == 0:
-            await self.stores.reactions.settle(event, on)
-            await self.stores.ledger.record(event, NOOP)
-            return NOOP
-        if failed is not None:
-            raise NotReady(f"koo {koo_id} vanished while reacting")
+        for _ in range(SETTLE_ATTEMPTS):
+            failed = await self._commit(event, [row, counter])
+            if failed is None:
+                break
+            if failed != 0:
+                raise NotReady(f"koo {koo_id} vanished while reacting")
+            if await self.stores.reactions.settle(event, on):
+                await self.stores.ledger.record(event, NOOP)
+                return NOOP
+            # An older event changed the row between our write and settle: go again.
+        else:
+            raise StorageUnavailable(f"reaction row of koo {koo_id} keeps changing", "contended")
         with contextlib.suppress(StorageUnavailable):
             await self.cache.bump_counter(koo_id, COUNTER_OF[event["kind"]], delta)
             if author != event["user_id"]:
@@ -253,12 +259,15 @@ class EventApplier:
             delta = 1 if on else -1
             items.append(self.stores.users.counter_item(other, "followers", delta))
             items.append(self.stores.users.counter_item(user, "following", delta))
-        failed = await self._commit(event, items)
-        if failed is not None:
-            await relations.settle(user, kind, other, at, on)
-            await self.stores.ledger.record(event, NOOP)
-            return NOOP
-        return APPLIED
+        for _ in range(SETTLE_ATTEMPTS):
+            failed = await self._commit(event, items)
+            if failed is None:
+                return APPLIED
+            if await relations.settle(user, kind, other, at, on):
+                await self.stores.ledger.record(event, NOOP)
+                return NOOP
+            # An older event changed the row between our write and settle: go again.
+        raise StorageUnavailable(f"relation {user} {kind} {other} keeps changing", "contended")
 
     async def _after_relation(
         self, event: dict[str, Any], outcome: str, stored: dict[str, Any]

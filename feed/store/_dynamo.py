@@ -283,7 +283,8 @@ class Dynamo:
             try:
                 response = await self.call("batch_get_item", RequestItems=pending)
             except StorageUnavailable as exc:
-                await self._pause("BatchGetItem", exc.code or "unavailable", attempt, exc)
+                await self._pause(f"BatchGetItem on {table}", exc.code or "unavailable",
+                                  attempt, exc)
                 continue
             found.extend(from_wire(i) for i in response.get("Responses", {}).get(table, []))
             pending = response.get("UnprocessedKeys") or {}
@@ -317,7 +318,8 @@ class Dynamo:
             try:
                 response = await self.call("batch_write_item", RequestItems={table: pending})
             except StorageUnavailable as exc:
-                await self._pause("BatchWriteItem", exc.code or "unavailable", attempt, exc)
+                await self._pause(f"BatchWriteItem on {table}", exc.code or "unavailable",
+                                  attempt, exc)
                 continue
             pending = (response.get("UnprocessedItems") or {}).get(table, [])
             if not pending:
@@ -338,7 +340,7 @@ class Dynamo:
                     exc.code,
                 ) from exc
             return
-        metrics.DYNAMODB_RETRIES.labels(operation, reason).inc()
+        metrics.DYNAMODB_RETRIES.labels(operation.split(" ")[0], reason).inc()
         await asyncio.sleep(self.backoff.delay(attempt))
 
     # --- transactions -----------------------------------------------------------------

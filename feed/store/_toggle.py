@@ -71,3 +71,18 @@ def settle(key: Mapping[str, Any], at: int, on: bool) -> dict[str, Any]:
         "names": {"#k": first} if not on else None,
         "values": values(state=on, t=at),
     }
+
+
+async def settle_row(db: Any, dataset: str, key: Mapping[str, Any], at: int, on: bool) -> bool:
+    """Apply :func:`settle`; True if the event is now recorded or a newer one decided the
+    row, False if the row is older and in the other state (apply the event again)."""
+    from feed.errors import ConditionFailed
+
+    args = settle(key, at, on)
+    try:
+        await db.update(dataset, args["key"], args["expression"], condition=args["condition"],
+                        names=args["names"], values=args["values"])
+    except ConditionFailed:
+        item = await db.get(dataset, dict(key), consistent=True, attributes=["ver"])
+        return item is not None and int(item.get("ver", 0)) >= at
+    return True

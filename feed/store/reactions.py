@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from config.tables import REACTIONS, REACTIONS_BY_TIME, REACTIONS_BY_USER
 from feed import keys
-from feed.errors import ConditionFailed
 from feed.models import Reaction
 from feed.store import _toggle
 from feed.store._codec import Item, values
@@ -41,13 +39,10 @@ class Reactions:
         key = self.key(event["koo_id"], event["user_id"], event["kind"])
         return _toggle.switch_off(REACTIONS, key, event["occurred_at"], _INDEX_ATTRS)
 
-    async def settle(self, event: dict[str, Any], on: bool) -> None:
-        args = _toggle.settle(self.key(event["koo_id"], event["user_id"], event["kind"]),
-                              event["occurred_at"], on)
-        with contextlib.suppress(ConditionFailed):  # a newer event decided this row
-            await self.db.update(REACTIONS, args["key"], args["expression"],
-                                 condition=args["condition"], names=args["names"],
-                                 values=args["values"])
+    async def settle(self, event: dict[str, Any], on: bool) -> bool:
+        """As Relations.settle: False means "apply the event again"."""
+        key = self.key(event["koo_id"], event["user_id"], event["kind"])
+        return await _toggle.settle_row(self.db, REACTIONS, key, event["occurred_at"], on)
 
     async def for_koo(
         self, koo_id: str, *, limit: int, start: Item | None = None

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 from config.tables import RELATIONS, RELATIONS_INVERSE
 from feed import keys
-from feed.errors import ConditionFailed
 from feed.store import _toggle
 from feed.store._codec import Item, values
 from feed.store._dynamo import Dynamo
@@ -46,13 +44,14 @@ class Relations:
         ]
         return await self.db.batch_write(RELATIONS, puts=rows)
 
-    async def settle(self, user_id: str, kind: str, other_id: str, at: int, on: bool) -> None:
-        """Record the version of an event that changed nothing (see _toggle.settle)."""
-        args = _toggle.settle(self.key(user_id, kind, other_id), at, on)
-        with contextlib.suppress(ConditionFailed):  # a newer event decided this row
-            await self.db.update(RELATIONS, args["key"], args["expression"],
-                                 condition=args["condition"], names=args["names"],
-                                 values=args["values"])
+    async def settle(self, user_id: str, kind: str, other_id: str, at: int, on: bool) -> bool:
+        """Record the version of an event that changed nothing (see _toggle.settle).
+
+        False if the row is older than the event and in the other state: an older event
+        changed it meanwhile, and the caller must apply this one again.
+        """
+        key = self.key(user_id, kind, other_id)
+        return await _toggle.settle_row(self.db, RELATIONS, key, at, on)
 
     async def is_active(self, user_id: str, kind: str, other_id: str) -> bool:
         item = await self.db.get(RELATIONS, self.key(user_id, kind, other_id), consistent=True,

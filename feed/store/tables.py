@@ -79,8 +79,13 @@ async def _enable_ttl(db: Dynamo, name: str, attribute: str) -> None:
     status = described.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
     if status in {"ENABLED", "ENABLING"}:
         return
-    await db.call(
-        "update_time_to_live",
-        TableName=name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
-    )
+    try:
+        await db.call(
+            "update_time_to_live",
+            TableName=name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},
+        )
+    except StorageError as exc:
+        # Another process enabling it at the same moment is fine.
+        if "already enabled" not in str(exc).lower():
+            raise
