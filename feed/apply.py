@@ -288,7 +288,7 @@ class EventApplier:
             await self.cache.relation_changed(keys.blocked_by(other), user, active)
         tag = event["event_id"]
         if kind == keys.REL_FOLLOW:
-            await self._check_celebrity(other)
+            await self._check_celebrity(other, tag)
         if active and kind != keys.REL_FOLLOW:
             # Blocked or muted: take the other's koos out now (reads already filter them).
             await self._enqueue_unmerge(user, other, tag)
@@ -312,14 +312,14 @@ class EventApplier:
         await self.jobs.enqueue("purge_author_from_timeline", reader, author,
                                 job_id=f"unmerge:{reader}:{author}:{tag}", queue=BACKFILL)
 
-    async def _check_celebrity(self, author: str) -> None:
+    async def _check_celebrity(self, author: str, tag: str) -> None:
         followers, celebrity = await self.stores.users.reach(author)
         if followers >= self.settings.celebrity_followers and not celebrity:
             await self.stores.users.set_celebrity(author, True)
             await self.cache.celebrity_changed(author, True)
         elif followers < self.settings.celebrity_followers and celebrity:
             await self.jobs.enqueue("demote_celebrity", author, queue=BACKFILL,
-                                    job_id=f"demote:{author}:{followers}")
+                                    job_id=f"demote:{author}:{tag}")
 
     # --- follow-up jobs (called by the workers) ------------------------------------------
 

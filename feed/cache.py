@@ -73,6 +73,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 """
 
+# HINCRBYFLOAT a field of an existing hash. KEYS[1]; ARGV field, delta
+_HINCRFLOAT_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBYFLOAT', KEYS[1], ARGV[1], ARGV[2])
+"""
+
 # Release a lock only if we still hold it. KEYS[1]; ARGV token
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -100,6 +106,7 @@ _SCRIPTS = {
     "merge": _MERGE,
     "sadd_if_loaded": _SADD_IF_LOADED,
     "hincr_if_exists": _HINCR_IF_EXISTS,
+    "hincrfloat_if_exists": _HINCRFLOAT_IF_EXISTS,
     "unlock": _UNLOCK,
 }
 
@@ -206,13 +213,6 @@ class Cache:
         results = await self._guard(self._run_many("push", calls))
         return sum(int(r) for r in results)
 
-    async def unpush(self, readers: Iterable[str], koo_id: str) -> None:
-        """Take one koo out of many readers' cached timelines."""
-        pipe = self.redis.pipeline(transaction=False)
-        for reader in readers:
-            pipe.zrem(keys.timeline(reader), koo_id)
-        await self._guard(pipe.execute())
-
     async def merge(self, reader: str, entries: Sequence[tuple[str, int]]) -> bool:
         """Add many koos to one reader's cached timeline, if it is cached."""
         if not entries:
@@ -222,11 +222,6 @@ class Cache:
             args += [created, koo_id]
         (result,) = await self._guard(self._run_many("merge", [((keys.timeline(reader),), args)]))
         return bool(result)
-
-    async def unmerge(self, reader: str, koo_ids: Sequence[str]) -> None:
-        """Take many koos out of one reader's cached timeline."""
-        if koo_ids:
-            await self._guard(self.redis.zrem(keys.timeline(reader), *koo_ids))
 
     async def window(
         self, reader: str, *, limit: int, before: tuple[int, str] | None = None
@@ -513,9 +508,10 @@ class Cache:
         pipe.expire(key, RELATIONS_TTL_SECONDS)
         await self._guard(pipe.execute())
 
-    async def affinity_changed(self, reader: str, author: str, delta: int) -> None:
+    async def affinity_changed(self, reader: str, author: str, delta: float) -> None:
+        # Weights are stored as floats, so the increment must be a float one.
         await self._guard(
-            self._run_many("hincr_if_exists", [((keys.affinity(reader),), (author, delta))])
+            self._run_many("hincrfloat_if_exists", [((keys.affinity(reader),), (author, delta))])
         )
 
     # --- trending ---------------------------------------------------------------------

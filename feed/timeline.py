@@ -132,9 +132,13 @@ class FeedManager:
         return await self.cache.push(readers, entry.koo_id, entry.created_at)
 
     async def unpush(self, entry: Entry, readers: Sequence[str]) -> None:
-        """Take a koo back out of readers' timelines (storage and cache)."""
+        """Take a koo back out of readers' stored timelines.
+
+        Cached timelines keep the entry (reads drop deleted koos; trimming ages it out):
+        taking it out would leave a cached window that no longer covers the newest rows
+        of storage without a gap, and a later, older insert would then skip rows.
+        """
         await self.stores.timelines.remove(readers, entry)
-        await self.cache.unpush(readers, entry.koo_id)
 
     # --- merge / unmerge: one author, one reader ---------------------------------------
 
@@ -161,7 +165,10 @@ class FeedManager:
         )
         mine = [e for e in rows if e.author_id == author]
         await self.stores.timelines.remove_keys(reader, [e.sort_key for e in mine])
-        await self.cache.unmerge(reader, [e.koo_id for e in mine])
+        if mine:
+            # Removing entries from a full cached window would leave it with a gap below
+            # (see unpush); the reader's next read rebuilds it from storage instead.
+            await self.cache.drop_timeline(reader)
         return len(mine)
 
     async def trim(self, reader: str) -> int:
