@@ -143,7 +143,7 @@ class EventApplier:
         with contextlib.suppress(StorageUnavailable):
             await self.cache.put_koos([koo])
         if pull and not celebrity:
-            await self.stores.users.set_celebrity(author, True)
+            await self.stores.users.set_celebrity(author, True, at=event["occurred_at"])
             await self.cache.celebrity_changed(author, True)
         return APPLIED
 
@@ -288,7 +288,7 @@ class EventApplier:
             await self.cache.relation_changed(keys.blocked_by(other), user, active)
         tag = event["event_id"]
         if kind == keys.REL_FOLLOW:
-            await self._check_celebrity(other, tag)
+            await self._check_celebrity(other, tag, event["occurred_at"])
         if active and kind != keys.REL_FOLLOW:
             # Blocked or muted: take the other's koos out now (reads already filter them).
             await self._enqueue_unmerge(user, other, tag)
@@ -312,10 +312,10 @@ class EventApplier:
         await self.jobs.enqueue("purge_author_from_timeline", reader, author,
                                 job_id=f"unmerge:{reader}:{author}:{tag}", queue=BACKFILL)
 
-    async def _check_celebrity(self, author: str, tag: str) -> None:
+    async def _check_celebrity(self, author: str, tag: str, at: int) -> None:
         followers, celebrity = await self.stores.users.reach(author)
         if followers >= self.settings.celebrity_followers and not celebrity:
-            await self.stores.users.set_celebrity(author, True)
+            await self.stores.users.set_celebrity(author, True, at=at)
             await self.cache.celebrity_changed(author, True)
         elif followers < self.settings.celebrity_followers and celebrity:
             await self.jobs.enqueue("demote_celebrity", author, queue=BACKFILL,
@@ -346,6 +346,27 @@ class EventApplier:
         if (await self.stores.users.reach(author))[1]:
             return 0  # a celebrity: pulled at read time
         return await self.manager.merge(reader, author, recent=recent)
+
+    async def demote(self, author: str) -> int:
+        """Job: an author fell below the celebrity threshold. Followers who followed while
+        the author was pulled never got timeline rows: merge the author's recent koos into
+        theirs, then fan out the pulled koos and stop pulling (FanOut.demote)."""
+        followers, _ = await self.stores.users.reach(author)
+        if followers >= self.settings.celebrity_followers:
+            return 0
+        since = await self.stores.users.celebrity_since(author)
+        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
+        merged = 0
+        if since is not None and recent:
+            async for page in self.stores.relations.incoming_pages(author, keys.REL_FOLLOW):
+                versions = await self.stores.relations.versions(
+                    [(f, keys.REL_FOLLOW, author) for f in page]
+                )
+                for follower, ver in zip(page, versions, strict=True):
+                    if ver is not None and ver >= since and await self.visible(follower, author):
+                        await self.manager.merge(follower, author, recent=recent)
+                        merged += 1
+        return merged + await self.fanout.demote(author)
 
     async def unmerge_author(self, reader: str, author: str) -> int:
         """Job: purge an author's koos from a reader's timeline, if still not visible."""

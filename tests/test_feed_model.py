@@ -22,10 +22,9 @@ Three configurations run the same programs:
 ``FEED_MODEL_EXAMPLES`` (default 12) sets how many programs each configuration
 runs; ``FEED_MODEL_SHRINK=1`` lets Hypothesis shrink a failing program (slow).
 
-``narrow`` and ``celebrity`` are ``xfail(strict=True)``: each has an explicit
-example that reproduces a known bug (see the reasons). Once a bug is fixed, its
-variant XPASSes, which fails the run: remove the marker, and the variant's
-random programs become part of the suite.
+``narrow`` (a 3-item cache window) and ``celebrity`` (a threshold of 2) each
+carry an explicit example that once reproduced a bug (a gap in a shrunken
+cached window; koos lost by followers of the celebrity period at demotion).
 """
 
 from __future__ import annotations
@@ -214,9 +213,7 @@ def _timeline(read: FeedRead) -> list[tuple[str, str, float]]:
 @pytest.mark.parametrize("variant", [
     "wide",
     "narrow",
-    pytest.param("celebrity", marks=pytest.mark.xfail(strict=True, reason=(
-        "BUG: FanOut.demote re-delivers only 'pull'-state koos; followers who followed "
-        "during the celebrity era lose the author's earlier koos. See DEMOTION_EXAMPLE."))),
+    "celebrity",
 ])
 @hsettings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
            phases=PHASES,

@@ -4,8 +4,6 @@ workers (``apply_all``), feeds through :class:`feed.reader.Reader`.
 One test (or a few) per rule. Each test gives its users a language no other
 test uses (a parametrized test shares one), so recommended koos only ever come
 from the test's own users.
-Known bugs are pinned by ``xfail(strict=True)`` tests: they fail today and
-will XPASS (and so fail the run) once fixed, to have the marker removed.
 """
 
 from __future__ import annotations
@@ -226,11 +224,6 @@ async def test_rule2_demotion_fans_out_and_keeps_feeds_complete(
     assert await feed_set(svc, f3) == set()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: FanOut.demote (feed/fanout.py) re-delivers only koos still in fanout_state "
-    "'pull'; a follower who followed while the author was a celebrity got no timeline "
-    "rows (EventApplier.merge_author returns 0 for celebrities), so after demotion the "
-    "author's koos from before the promotion vanish from that follower's feed"))
 async def test_rule2_demotion_keeps_older_koos_for_celebrity_era_followers(
     celeb_services: Services,
 ) -> None:

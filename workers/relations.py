@@ -24,4 +24,4 @@ async def purge_author_from_timeline(ctx: dict[str, Any], reader: str, author: s
 @retrying
 async def demote_celebrity(ctx: dict[str, Any], author: str) -> int:
     """An author fell below the celebrity threshold: fan out their recent koos."""
-    return await services(ctx).applier.fanout.demote(author)
+    return await services(ctx).applier.demote(author)

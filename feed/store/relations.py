@@ -66,6 +66,15 @@ class Relations:
         active = {(i["user_id"], i["rel"]) for i in items if i.get("active")}
         return [(k["user_id"], k["rel"]) in active for k in wanted]
 
+    async def versions(self, relations: list[tuple[str, str, str]]) -> list[int | None]:
+        """For each (user, kind, other): the version (ms) of an active relation, else None."""
+        wanted = [self.key(u, k, o) for u, k, o in relations]
+        items = await self.db.batch_get(RELATIONS, wanted,
+                                        attributes=["user_id", "rel", "active", "ver"],
+                                        consistent=True)
+        found = {(i["user_id"], i["rel"]): int(i.get("ver", 0)) for i in items if i.get("active")}
+        return [found.get((k["user_id"], k["rel"])) for k in wanted]
+
     async def outgoing(self, user_id: str) -> dict[str, set[str]]:
         """Every active relation from ``user_id``: {"follow": {...}, "block": ..., "mute": ...}."""
         found: dict[str, set[str]] = {kind: set() for kind in keys.REL_KINDS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,13 +91,25 @@ class Users:
             }
         }
 
-    async def set_celebrity(self, user_id: str, celebrity: bool) -> None:
-        """Mark or unmark an author whose koos are pulled at read time."""
+    async def set_celebrity(self, user_id: str, celebrity: bool, *, at: int | None = None
+                            ) -> None:
+        """Mark or unmark an author whose koos are pulled at read time (``at``: the time of
+        the event that made them one, in event time like every relation's version)."""
         if celebrity:
-            await self.db.update(USERS, {"user_id": user_id}, "SET celeb_shard = :s",
-                                 values=values(s=keys.CELEBRITY_SHARD))
+            since = int(time.time() * 1000) if at is None else at
+            await self.db.update(USERS, {"user_id": user_id},
+                                 "SET celeb_shard = :s, celeb_since = :since",
+                                 values=values(s=keys.CELEBRITY_SHARD, since=since))
         else:
-            await self.db.update(USERS, {"user_id": user_id}, "REMOVE celeb_shard")
+            await self.db.update(USERS, {"user_id": user_id}, "REMOVE celeb_shard, celeb_since")
+
+    async def celebrity_since(self, user_id: str) -> int | None:
+        """When (ms) the author was last marked a celebrity; None if not marked."""
+        item = await self.db.get(USERS, {"user_id": user_id}, consistent=True,
+                                 attributes=["celeb_shard", "celeb_since"])
+        if not item or not item.get("celeb_shard"):
+            return None
+        return int(item.get("celeb_since", 0))
 
     async def reach(self, user_id: str) -> tuple[int, bool]:
         """(followers, marked as a celebrity) in one read."""
