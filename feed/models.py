@@ -29,6 +29,19 @@ class User:
             "created_at": self.created_at,
         }
 
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> User:
+        """From a stored item or a cached profile (counters never below zero)."""
+        return cls(
+            user_id=item["user_id"],
+            handle=item.get("handle", ""),
+            lang=item.get("lang", ""),
+            region=item.get("region", ""),
+            created_at=int(item.get("created_at", 0)),
+            followers=max(0, int(item.get("followers", 0))),
+            following=max(0, int(item.get("following", 0))),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Koo:

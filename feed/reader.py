@@ -73,9 +73,7 @@ class Reader:
         return profile
 
     async def user(self, user_id: str) -> User:
-        p = await self.profile(user_id)
-        return User(p["user_id"], p["handle"], p["lang"], p["region"], p["created_at"],
-                    p["followers"], p["following"])
+        return User.from_item(await self.profile(user_id))
 
     # --- the home feed ----------------------------------------------------------------
 

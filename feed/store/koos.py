@@ -195,13 +195,6 @@ class Koos:
             return False
         return True
 
-    async def extend_deadline(self, koo_id: str) -> None:
-        await self.db.update(
-            KOOS, {"koo_id": koo_id}, "SET fanout_deadline = :d",
-            condition="fanout_state = :run", values=values(d=self._deadline(),
-                                                           run=FanoutState.RUNNING),
-        )
-
     async def chunk_done(self, koo_id: str, chunk: str) -> bool:
         """Record one delivered chunk; True if that completed the fan-out."""
         item = await self.db.update(

@@ -64,11 +64,11 @@ class Users:
         item = await self.db.get(USERS, {"user_id": user_id}, consistent=consistent)
         if item is None or "handle" not in item:
             return None
-        return _user(item)
+        return User.from_item(item)
 
     async def get_many(self, user_ids: Sequence[str]) -> dict[str, User]:
         items = await self.db.batch_get(USERS, [{"user_id": u} for u in user_ids])
-        return {i["user_id"]: _user(i) for i in items if "handle" in i}
+        return {i["user_id"]: User.from_item(i) for i in items if "handle" in i}
 
     async def counters(self, user_id: str, *, consistent: bool = True) -> tuple[int, int]:
         """(followers, following) of a user, known or not."""
@@ -119,11 +119,6 @@ class Users:
             return 0, False
         return max(0, int(item.get("followers", 0))), bool(item.get("celeb_shard"))
 
-    async def is_celebrity(self, user_id: str) -> bool:
-        item = await self.db.get(USERS, {"user_id": user_id}, consistent=True,
-                                 attributes=["celeb_shard"])
-        return bool(item and item.get("celeb_shard"))
-
     async def celebrities(self) -> list[str]:
         """Every author marked as a celebrity."""
         return [
@@ -141,14 +136,3 @@ class Users:
             ids.extend(i["user_id"] for i in page)
         return ids
 
-
-def _user(item: dict[str, Any]) -> User:
-    return User(
-        user_id=item["user_id"],
-        handle=item.get("handle", ""),
-        lang=item.get("lang", ""),
-        region=item.get("region", ""),
-        created_at=int(item.get("created_at", 0)),
-        followers=max(0, int(item.get("followers", 0))),
-        following=max(0, int(item.get("following", 0))),
-    )
