@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 __all__ = [
     "Stopwatch",
+    "bench_document",
     "command_line",
     "cpu_model",
     "dynamodb_identity",
@@ -35,6 +36,7 @@ __all__ = [
     "nproc",
     "percentile",
     "redis_db",
+    "target",
     "version",
     "write_json",
 ]
@@ -244,3 +246,35 @@ def _no_nan(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_no_nan(v) for v in value]
     return value
+
+
+def bench_document(
+    name: str, title: str, command: str, environment: dict[str, str], markdown: str,
+    figures: dict[str, float | None], *, latency_ms: dict[str, list[float]] | None = None,
+    throughput: dict[str, dict[str, float]] | None = None,
+    axes: dict[str, dict[str, str]] | None = None,
+    targets: Sequence[dict[str, Any]] = (), notes: Sequence[str] = (),
+    elapsed_s: float | None = None, **extra: Any,
+) -> dict[str, Any]:
+    """The JSON object every bench writes (see bench/README.md, "JSON shape")."""
+    series: dict[str, Any] = {}
+    if latency_ms:
+        series["latency_ms"] = latency_ms
+    if throughput:
+        series["throughput"] = throughput
+    document: dict[str, Any] = {
+        "name": name, "title": title, "command": command, "environment": environment,
+        "markdown": markdown, "figures": figures, "series": series,
+        "targets": list(targets), "notes": list(notes),
+    }
+    if axes:
+        document["axes"] = axes
+    if elapsed_s is not None:
+        document["elapsed_s"] = elapsed_s
+    document.update(extra)
+    return document
+
+
+def target(text: str, measured: str | float, met: bool | None) -> dict[str, Any]:
+    """One entry of a bench document's ``targets`` list."""
+    return {"target": text, "measured": measured, "met": met}
