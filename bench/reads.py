@@ -1,0 +1,526 @@
+"""Read benchmark: feed pages of 20 ranked, hydrated items, in-process and over HTTP, from
+the hot cache and after the cache is lost.
+
+    bash scripts/dynamodb-local.sh start 8766
+    .venv/bin/python -m bench.reads [--quick] [--dynamodb-endpoint URL] [--json out.json]
+
+Setup: a synthetic graph (``--readers`` users, default 1,000; each follows ~25 others with
+a Zipf-like preference, plus the 3 celebrities whom about half of everyone follows; 4 koos
+each over the last 12 hours; ~10 reactions each) is bulk-loaded with the stores' own
+loaders into fresh DynamoDB tables (``benchr<hex>_*``, dropped at the end): profiles,
+follows, koos, reactions and every reader's stored timeline (~100 rows). Celebrities'
+koos are pulled at read time, as the service does for them. Every reader's feed is then
+read twice in-process, which makes all of them active with a complete cached timeline,
+cached relation sets, affinity, koo bodies, celebrity and trending sets.
+
+What it measures, one after the other:
+
+1. **in-process, cache hit**: ``feed.reader.Reader.feed(user, limit=20)`` and the page's
+   ``as_json()``, called directly (uvloop), one read at a time over all readers in turn;
+   p50/p99 over ``--reads`` reads, with the Redis round trips and DynamoDB calls per read.
+2. **in-process, cache miss**: the cache Redis database is flushed, then ``--miss-reads``
+   distinct readers are read once each, one at a time (each first read answers from
+   DynamoDB and starts that reader's single-flight cache rebuild; koo bodies, trending
+   and celebrity sets that earlier reads re-cached are shared).
+3. **HTTP, closed loop**: ``feed api`` run as a real process (uvicorn, uvloop, httptools;
+   ``--api-workers`` processes), loaded by **wrk** (Debian's, with a Lua script that
+   rotates over the readers and sends the bearer token): 32 connections for
+   ``--closed-seconds``; requests/s and wrk's p50/p99. Without wrk, a Python aiohttp
+   closed loop stands in, and the report says so.
+4. **HTTP, open loop, cache hit**: 200 requests/s for ``--open-seconds`` from a separate
+   Python process (``bench._load``: an asyncio scheduler on uvloop with aiohttp) that
+   sends every request at its intended time and measures latency from that intended
+   time, so a stall delays every request behind it in the figures too (no coordinated
+   omission).
+5. **HTTP, open loop, after a cache loss**: the cache database is flushed again, then the
+   same open loop at 200 requests/s reads every reader exactly once (their first read
+   after the loss, served from DynamoDB while it rebuilds their cache).
+
+Targets (DESIGN.md): in-process hit p50 no slower than Stream-Framework's 25-item read
+(DESIGN quotes 0.7 ms measured here on 2026-11-26; Stream-Framework is not run by this
+bench, so the comparison is with that figure); HTTP closed loop ≥ 1,000 requests/s with
+32 clients; open loop p99 ≤ 10 ms at 200 requests/s; after a cache loss p99 ≤ 50 ms at
+200 requests/s.
+
+Options: ``--readers N``, ``--reads N``, ``--miss-reads N``, ``--closed-seconds S``,
+``--connections N`` (32), ``--open-rate R`` (200), ``--open-seconds S``,
+``--api-workers N`` (1), ``--dynamodb-endpoint URL`` (default ``http://127.0.0.1:8766``),
+``--queue-redis-url`` / ``--cache-redis-url`` (defaults ``redis://127.0.0.1:6379/10`` and
+``/11``: **both databases are flushed** at the start and the end; database 0 is refused),
+``--skip http``, ``--json PATH``, ``--quick`` (300 readers, shorter runs: about 2 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench._common import (
+    bench_document,
+    command_line,
+    environment,
+    fmt_int,
+    markdown_table,
+    median,
+    percentile,
+    progress,
+    redis_db,
+    target,
+    version,
+    write_json,
+)
+from bench._load import (
+    Segment,
+    Stream,
+    api_process,
+    closed_loop_python,
+    free_port,
+    load_graph,
+    make_graph,
+    run_open_loop,
+    service_env,
+    warm_feeds,
+    wrk_available,
+    wrk_closed_loop,
+    wrk_version,
+)
+from config.settings import Settings
+from feed import metrics
+from feed.reader import Reader
+from feed.services import open_services
+from feed.store import create_tables, drop_tables, open_dynamo
+
+SF_READ_P50_MS = 0.7  # DESIGN.md: Stream-Framework 1.4.0's 25-item read, p50, 2026-11-26
+CLOSED_RPS_TARGET = 1_000.0
+OPEN_P99_TARGET_MS = 10.0
+MISS_P99_TARGET_MS = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    readers: int
+    reads: int
+    miss_reads: int
+    closed_seconds: float
+    connections: int
+    open_rate: float
+    open_seconds: float
+    api_workers: int
+    dynamodb_endpoint: str
+    queue_redis_url: str
+    cache_redis_url: str
+    skip_http: bool
+    json: str | None
+    quick: bool
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reads",
+        description="Feed reads (20 ranked, hydrated items) in-process and over HTTP, from "
+        "the hot cache and after a cache loss; prints a Markdown report.")
+    parser.add_argument("--readers", type=int, help="users in the graph (1000; --quick 300)")
+    parser.add_argument("--reads", type=int, help="in-process cache-hit reads (3000; --quick "
+                        "1000)")
+    parser.add_argument("--miss-reads", type=int,
+                        help="in-process cache-miss reads, distinct readers (300; --quick 150)")
+    parser.add_argument("--closed-seconds", type=float,
+                        help="closed-loop run length (20; --quick 8)")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="closed-loop clients (32)")
+    parser.add_argument("--open-rate", type=float, default=200.0,
+                        help="open-loop requests per second (200)")
+    parser.add_argument("--open-seconds", type=float,
+                        help="open-loop cache-hit run length (30; --quick 10)")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="`feed api --workers` (1)")
+    parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8766",
+                        help="DynamoDB endpoint (start one: bash scripts/dynamodb-local.sh "
+                        "start 8766)")
+    parser.add_argument("--queue-redis-url", default="redis://127.0.0.1:6379/10",
+                        help="the queue's Redis database (flushed!)")
+    parser.add_argument("--cache-redis-url", default="redis://127.0.0.1:6379/11",
+                        help="the hot cache's Redis database (flushed!)")
+    parser.add_argument("--skip", default="", help="'http' to leave out parts 3-5")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--quick", action="store_true", help="a small run (about 2 min)")
+    args = parser.parse_args(argv)
+    for name in ("queue_redis_url", "cache_redis_url"):
+        try:
+            db = redis_db(getattr(args, name))
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')}: cannot tell the database number")
+        if db == 0:
+            parser.error(f"--{name.replace('_', '-')} must name a database other than 0 "
+                         "(it is flushed)")
+    if args.queue_redis_url == args.cache_redis_url:
+        parser.error("the queue and the cache need different databases (the cache is "
+                     "flushed in the middle of the run)")
+    quick = args.quick
+    readers = args.readers or (300 if quick else 1_000)
+    return Options(
+        readers=readers,
+        reads=args.reads or (1_000 if quick else 3_000),
+        miss_reads=min(readers, args.miss_reads or (150 if quick else 300)),
+        closed_seconds=args.closed_seconds or (8.0 if quick else 20.0),
+        connections=args.connections,
+        open_rate=args.open_rate,
+        open_seconds=args.open_seconds or (10.0 if quick else 30.0),
+        api_workers=args.api_workers,
+        dynamodb_endpoint=args.dynamodb_endpoint.rstrip("/"),
+        queue_redis_url=args.queue_redis_url,
+        cache_redis_url=args.cache_redis_url,
+        skip_http=args.skip.strip() == "http",
+        json=args.json,
+        quick=quick,
+    )
+
+
+# --- counting round trips ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def count_redis_round_trips() -> Iterator[list[int]]:
+    """Count requests written to any redis.asyncio connection (one per command or per
+    pipeline) while the block runs; yields a one-element list holding the count."""
+    from redis.asyncio.connection import AbstractConnection
+
+    counter = [0]
+    original = AbstractConnection.send_packed_command
+
+    async def counting(self: AbstractConnection, command: Any, check_health: bool = True
+                       ) -> None:
+        counter[0] += 1
+        await original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield counter
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def dynamodb_calls() -> dict[str, float]:
+    """DynamoDB calls made by this process so far, by operation."""
+    found: dict[str, float] = {}
+    for family in metrics.DYNAMODB_CALLS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                found[sample.labels.get("operation", "?")] = sample.value
+    return found
+
+
+def calls_between(before: dict[str, float], after: dict[str, float], reads: int
+                  ) -> dict[str, float]:
+    return {op: (n - before.get(op, 0.0)) / reads for op, n in after.items()
+            if n > before.get(op, 0.0)}
+
+
+# --- parts ------------------------------------------------------------------------------
+
+
+@dataclass
+class InProcess:
+    latencies_ms: list[float]
+    round_trips: float
+    dynamodb: dict[str, float]
+    items: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"reads": len(self.latencies_ms), "p50_ms": median(self.latencies_ms),
+                "p99_ms": percentile(self.latencies_ms, 99),
+                "max_ms": max(self.latencies_ms, default=math.nan),
+                "redis_round_trips_per_read": self.round_trips,
+                "dynamodb_calls_per_read": self.dynamodb, "items_per_page": self.items}
+
+
+async def read_in_process(reader: Reader, users: Sequence[str], reads: int) -> InProcess:
+    """``reads`` sequential feed reads over ``users`` in turn."""
+    latencies: list[float] = []
+    items = 0
+    before = dynamodb_calls()
+    with count_redis_round_trips() as trips:
+        for i in range(reads):
+            user = users[i % len(users)]
+            started = time.perf_counter()
+            page = await reader.feed(user, limit=20)
+            page.as_json()
+            latencies.append((time.perf_counter() - started) * 1000)
+            items += len(page.items)
+        round_trips = trips[0]
+    return InProcess(latencies, round_trips / reads,
+                     calls_between(before, dynamodb_calls(), reads), items / reads)
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    return {"n": len(samples), "p50_ms": median(samples), "p90_ms": percentile(samples, 90),
+            "p99_ms": percentile(samples, 99), "max_ms": max(samples, default=math.nan)}
+
+
+async def http_parts(opts: Options, settings: Settings, users: list[str],
+                     cache: Redis, notes: list[str]) -> dict[str, Any]:
+    token = settings.api_tokens[0]
+    port = free_port()
+    env = service_env(settings)
+    out: dict[str, Any] = {}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-reads-"))
+    with api_process(env, port=port, workers=opts.api_workers,
+                     log_path=log_dir / "api.log") as base:
+        with progress("http: warm-up (closed loop, 3 s)"):
+            await closed_loop_python(base, token, users, connections=8, seconds=3)
+        with progress(f"http: closed loop, {opts.connections} connections, "
+                      f"{opts.closed_seconds:.0f} s"):
+            if wrk_available():
+                out["closed"] = await asyncio.to_thread(
+                    wrk_closed_loop, base, token, users, connections=opts.connections,
+                    threads=2, seconds=opts.closed_seconds)
+            else:
+                notes.append("wrk is not installed: the closed loop ran on the Python "
+                             "aiohttp fallback (one process), which loads the 2 cores more")
+                out["closed"] = await closed_loop_python(
+                    base, token, users, connections=opts.connections,
+                    seconds=opts.closed_seconds)
+        reads = Stream("reads", "feed", tuple(users))
+        with progress(f"http: open loop, {opts.open_rate:.0f}/s for {opts.open_seconds:.0f} s"):
+            hit = await run_open_loop(
+                base, token, [reads],
+                [Segment("hit", opts.open_seconds, {"reads": opts.open_rate})])
+        out["open_hit"] = {**summary(hit.all_latencies("reads")), "sent": hit.sent["reads"],
+                           "statuses": hit.statuses.get("reads", {}),
+                           "sender_lateness_max_ms": hit.lateness_ms_max,
+                           "samples": hit.all_latencies("reads")}
+        await cache.flushdb()
+        seconds = len(users) / opts.open_rate
+        once = Stream("first reads", "feed", tuple(users), distinct=True)
+        with progress(f"http: cache lost; open loop, {opts.open_rate:.0f}/s, each of "
+                      f"{len(users)} readers once"):
+            miss = await run_open_loop(
+                base, token, [once],
+                [Segment("miss", seconds, {"first reads": opts.open_rate})])
+        lat = miss.all_latencies("first reads")
+        out["open_miss"] = {**summary(lat), "sent": miss.sent["first reads"],
+                            "statuses": miss.statuses.get("first reads", {}),
+                            "sender_lateness_max_ms": miss.lateness_ms_max, "samples": lat}
+    return out
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f} ms"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+
+def ok_status(statuses: dict[str, int]) -> str:
+    good = statuses.get("200", 0)
+    total = sum(statuses.values())
+    return f"{good:,}/{total:,}"
+
+
+async def run(opts: Options) -> int:
+    started = time.monotonic()
+    command = command_line()
+    token = f"bench-{secrets.token_urlsafe(18)}"
+    graph = make_graph(opts.readers)
+    settings = Settings(
+        redis_url=opts.queue_redis_url, cache_redis_url=opts.cache_redis_url,
+        dynamodb_endpoint=opts.dynamodb_endpoint, table_prefix=f"benchr{uuid.uuid4().hex[:8]}_",
+        api_tokens=(token,), celebrity_followers=graph.threshold, log_json=False,
+        log_level="WARNING",
+    )
+    queue = Redis.from_url(opts.queue_redis_url)
+    cache = Redis.from_url(opts.cache_redis_url)
+    env = await environment(cache, opts.cache_redis_url, opts.dynamodb_endpoint)
+    env["HTTP"] = (f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, httptools "
+                   f"{version('httptools')}, starlette {version('starlette')}; "
+                   f"`feed api --workers {opts.api_workers}`")
+    env["load generators"] = (f"closed loop: {wrk_version() if wrk_available() else 'aiohttp'}"
+                              f"; open loop: bench._load (aiohttp {version('aiohttp')}, uvloop, "
+                              "one process)")
+    if env["DynamoDB"].split(": ", 1)[1].startswith("not answering"):
+        print(f"DynamoDB does not answer at {opts.dynamodb_endpoint}: start it with "
+              "`bash scripts/dynamodb-local.sh start 8766`", file=sys.stderr)
+        return 3
+    notes: list[str] = []
+    counts: dict[str, int] = {}
+    http: dict[str, Any] = {}
+    await queue.flushdb()
+    await cache.flushdb()
+    try:
+        async with open_dynamo(settings) as db:
+            with progress(f"dynamodb: creating tables {settings.table_prefix}*"):
+                await create_tables(db)
+            try:
+                async with open_services(settings) as services:
+                    with progress(f"loading {opts.readers:,} users in bulk"):
+                        load_started = time.monotonic()
+                        counts = await load_graph(services, graph)
+                        load_s = time.monotonic() - load_started
+                    reader = Reader(services.manager)
+                    users = graph.user_ids
+                    with progress("warming every reader's cache (two reads each)"):
+                        await warm_feeds(reader, users)
+                    with progress(f"in-process: {opts.reads:,} cache-hit reads"):
+                        await read_in_process(reader, users, min(200, opts.reads))  # warm-up
+                        hit = await read_in_process(reader, users, opts.reads)
+                    await cache.flushdb()
+                    with progress(f"in-process: {opts.miss_reads:,} first reads after a "
+                                  "cache loss"):
+                        miss = await read_in_process(reader, users[:opts.miss_reads],
+                                                     opts.miss_reads)
+                        await services.manager.drain()
+                    with progress("warming every reader's cache again"):
+                        await warm_feeds(reader, users)
+                if not opts.skip_http:
+                    http = await http_parts(opts, settings, users, cache, notes)
+            finally:
+                with contextlib.suppress(Exception):
+                    await drop_tables(db)
+    finally:
+        await queue.flushdb()
+        await cache.flushdb()
+        await queue.aclose()
+        await cache.aclose()
+    elapsed = time.monotonic() - started
+    markdown, figures, targets = report(opts, counts, load_s, hit, miss, http, notes)
+    print("# Read benchmark\n")
+    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
+                         + [["command", f"`{command}`"]]))
+    print()
+    print(markdown)
+    print(f"\nTotal time: {elapsed:.0f} s.")
+    if opts.json:
+        latency: dict[str, list[float]] = {
+            "in-process, cache hit": hit.latencies_ms,
+            "in-process, first read after cache loss": miss.latencies_ms,
+        }
+        if http:
+            latency[f"HTTP open loop {opts.open_rate:.0f}/s, cache hit"] = \
+                http["open_hit"]["samples"]
+            latency[f"HTTP open loop {opts.open_rate:.0f}/s, after cache loss"] = \
+                http["open_miss"]["samples"]
+        write_json(opts.json, bench_document(
+            "reads", "Feed reads: in-process and over HTTP, cache hit and cache loss",
+            command, env, markdown, figures, latency_ms=latency, targets=targets,
+            notes=notes, elapsed_s=elapsed,
+            data={"graph": counts, "in_process_hit": hit.as_json(),
+                  "in_process_miss": miss.as_json(),
+                  "http": {k: {kk: vv for kk, vv in v.items() if kk != "samples"}
+                           for k, v in http.items()}},
+        ))
+    return 0
+
+
+def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
+           miss: InProcess, http: dict[str, Any], notes: list[str]
+           ) -> tuple[str, dict[str, float | None], list[dict[str, Any]]]:
+    out: list[str] = []
+    out += [f"Graph: {counts.get('users', 0):,} users, {counts.get('follows', 0):,} follows, "
+            f"{counts.get('koos', 0):,} koos, {counts.get('reactions', 0):,} reactions, "
+            f"{counts.get('timeline_rows', 0):,} stored timeline rows, bulk-loaded in "
+            f"{load_s:.0f} s. Every page: `limit=20` (18 from the timeline and celebrity "
+            "pulls, 2 recommended).", ""]
+    out += ["### In-process (`Reader.feed` + `as_json`, one read at a time)", ""]
+    rows = []
+    for label, part in (("cache hit", hit), ("first read after a cache loss", miss)):
+        calls = ", ".join(f"{op} {n:.2f}" for op, n in sorted(part.dynamodb.items())) or "0"
+        rows.append([label, f"{len(part.latencies_ms):,}", ms(median(part.latencies_ms)),
+                     ms(percentile(part.latencies_ms, 99)),
+                     ms(max(part.latencies_ms, default=math.nan)),
+                     f"{part.round_trips:.1f}", calls, f"{part.items:.1f}"])
+    out.append(markdown_table(["", "reads", "p50", "p99", "max", "Redis round trips/read",
+                               "DynamoDB calls/read", "items/page"], rows))
+    hit_p50 = median(hit.latencies_ms)
+    sf_ok = hit_p50 <= SF_READ_P50_MS
+    targets = [target(f"in-process cache-hit read p50 ≤ Stream-Framework's 25-item read "
+                      f"({SF_READ_P50_MS} ms, DESIGN.md's figure: not run here)",
+                      ms(hit_p50), sf_ok)]
+    figures: dict[str, float | None] = {
+        "inprocess.hit.p50_ms": hit_p50, "inprocess.hit.p99_ms": percentile(hit.latencies_ms, 99),
+        "inprocess.hit.redis_round_trips_per_read": hit.round_trips,
+        "inprocess.miss.p50_ms": median(miss.latencies_ms),
+        "inprocess.miss.p99_ms": percentile(miss.latencies_ms, 99),
+        "graph.load_s": load_s,
+    }
+    if http:
+        closed, open_hit, open_miss = http["closed"], http["open_hit"], http["open_miss"]
+        out += ["", f"### Over HTTP (`feed api --workers {opts.api_workers}` as a process)", ""]
+        rows = [
+            [f"closed loop, {opts.connections} connections ({closed['tool']})",
+             f"{closed['requests']:,} in {closed['seconds']:.0f} s",
+             f"{fmt_int(closed['rps'])}/s", ms(closed["p50_ms"]), ms(closed["p99_ms"]),
+             ms(closed["max_ms"]), f"{closed['errors']} errors"],
+            [f"open loop {opts.open_rate:.0f}/s, cache hit (bench._load)",
+             f"{open_hit['n']:,} in {opts.open_seconds:.0f} s", f"{opts.open_rate:.0f}/s",
+             ms(open_hit["p50_ms"]), ms(open_hit["p99_ms"]), ms(open_hit["max_ms"]),
+             f"{ok_status(open_hit['statuses'])} 200"],
+            [f"open loop {opts.open_rate:.0f}/s, each reader's first read after a cache loss "
+             "(bench._load)", f"{open_miss['n']:,}", f"{opts.open_rate:.0f}/s",
+             ms(open_miss["p50_ms"]), ms(open_miss["p99_ms"]), ms(open_miss["max_ms"]),
+             f"{ok_status(open_miss['statuses'])} 200"],
+        ]
+        out.append(markdown_table(["", "requests", "rate", "p50", "p99", "max", "answers"],
+                                  rows))
+        out += ["", "Closed loop: wrk keeps every connection busy and times each request from "
+                "its send (its p99 hides queueing behind a stall). Open loop: every request "
+                "is sent at its intended time and timed from it, so a stall counts against "
+                "every request it delays; the sender itself fell at most "
+                f"{open_hit['sender_lateness_max_ms']:.1f} ms (hit) and "
+                f"{open_miss['sender_lateness_max_ms']:.1f} ms (loss) behind schedule."]
+        targets += [
+            target(f"HTTP closed loop, {opts.connections} clients ≥ 1,000 requests/s",
+                   f"{fmt_int(closed['rps'])}/s", closed["rps"] >= CLOSED_RPS_TARGET),
+            target(f"HTTP open loop at {opts.open_rate:.0f}/s: p99 ≤ 10 ms",
+                   ms(open_hit["p99_ms"]), open_hit["p99_ms"] <= OPEN_P99_TARGET_MS),
+            target(f"after a cache loss, {opts.open_rate:.0f}/s: p99 ≤ 50 ms",
+                   ms(open_miss["p99_ms"]), open_miss["p99_ms"] <= MISS_P99_TARGET_MS),
+        ]
+        figures.update({
+            "http.closed.requests_per_s": closed["rps"], "http.closed.p99_ms": closed["p99_ms"],
+            "http.closed.p50_ms": closed["p50_ms"],
+            "http.open_hit.p50_ms": open_hit["p50_ms"], "http.open_hit.p99_ms": open_hit["p99_ms"],
+            "http.open_miss.p50_ms": open_miss["p50_ms"],
+            "http.open_miss.p99_ms": open_miss["p99_ms"],
+        })
+    out += ["", "### Targets (DESIGN.md)", ""]
+    out.append(markdown_table(["target", "measured", "result"],
+                              [[t["target"], str(t["measured"]), verdict(t["met"])]
+                               for t in targets]))
+    if notes:
+        out += [""] + [f"- {n}" for n in notes]
+    out += ["", "p99 is nearest-rank over all samples of the row."]
+    return "\n".join(out), figures, targets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    return asyncio.run(run(opts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
