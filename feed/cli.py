@@ -149,10 +149,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 
 async def _create_tables(settings: Settings) -> int:
-    from feed.store import create_tables, open_dynamo
+    from feed.store import create_regional_tables, create_tables, open_dynamo, open_regions
 
-    async with open_dynamo(settings) as db:
+    async with open_dynamo(settings) as db, open_regions(settings) as regions:
         created = await create_tables(db)
+        created += await create_regional_tables(regions)
     names = ", ".join(created) if created else "none (all existed)"
     print(f"tables ready; created: {names}")
     return EXIT_OK

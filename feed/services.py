@@ -24,7 +24,7 @@ from feed.apply import EventApplier
 from feed.cache import Cache, RedisClient
 from feed.jobs import REALTIME
 from feed.publisher import EventPublisher
-from feed.store import Stores, open_dynamo
+from feed.store import Stores, open_dynamo, open_regions
 from feed.timeline import FeedManager
 
 __all__ = [
@@ -41,8 +41,23 @@ log = logging.getLogger(__name__)
 
 
 def serialize_job(data: dict[str, Any]) -> bytes:
-    """Jobs and results are JSON (orjson), never pickle; exceptions become their repr."""
+    """Jobs and results are JSON (orjson), never pickle; exceptions become their repr.
+
+    A result (arq keeps it for a while, with the job's arguments) keeps ids only: a
+    signup's handle and language must not outlive the job in the queue's Redis.
+    """
+    if "s" in data and "r" in data:  # arq's result record
+        data = {**data, "a": _ids_only(data.get("a", ())), "k": _ids_only(data.get("k", {}))}
     return orjson.dumps(data, default=repr)
+
+
+def _ids_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _ids_only(v) for k, v in value.items()
+                if k == "type" or k.endswith(("_id", "_ids"))}
+    if isinstance(value, list | tuple):
+        return [_ids_only(v) for v in value]
+    return value
 
 
 def deserialize_job(raw: bytes) -> Any:
@@ -138,6 +153,7 @@ async def open_services(
     """
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_dynamo(settings))
+        regions = await stack.enter_async_context(open_regions(settings))
         if cache_redis is None:
             cache_redis = await open_cache_redis(settings)
             stack.push_async_callback(cache_redis.aclose)
@@ -146,7 +162,7 @@ async def open_services(
                 return open_queue_redis(settings)
         queue_redis = queue_factory()
         stack.push_async_callback(queue_redis.aclose)
-        stores = Stores(db)
+        stores = Stores(db, regions)
         cache = Cache(cache_redis, settings)
         manager = FeedManager(settings, stores, cache)
         stack.push_async_callback(manager.drain)

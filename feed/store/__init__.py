@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from feed.store._dynamo import Backoff, Dynamo, open_dynamo
 from feed.store.koos import Koos
 from feed.store.ledger import DeadLetters, Ledger
 from feed.store.reactions import Reactions
 from feed.store.recommendations import Recommendations
+from feed.store.regions import create_regional_tables, open_regions
 from feed.store.relations import Relations
 from feed.store.tables import create_tables, drop_tables
 from feed.store.timelines import Entry, Timelines
@@ -17,18 +20,21 @@ __all__ = [
     "Dynamo",
     "Entry",
     "Stores",
+    "create_regional_tables",
     "create_tables",
     "drop_tables",
     "open_dynamo",
+    "open_regions",
 ]
 
 
 class Stores:
-    """Every dataset store over one DynamoDB connection."""
+    """Every dataset store over one DynamoDB connection (and the home regions' profile
+    stores, see :mod:`feed.store.regions`)."""
 
-    def __init__(self, db: Dynamo) -> None:
+    def __init__(self, db: Dynamo, regions: Mapping[str, Dynamo] | None = None) -> None:
         self.db = db
-        self.users = Users(db)
+        self.users = Users(db, regions)
         self.koos = Koos(db)
         self.reactions = Reactions(db)
         self.relations = Relations(db)

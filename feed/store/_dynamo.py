@@ -63,9 +63,15 @@ async def open_dynamo(
     endpoint: str | None = None,
     prefix: str | None = None,
     region: str | None = None,
+    regional: bool = False,
 ) -> AsyncIterator[Dynamo]:
-    """Open a client for ``settings`` (or another endpoint / region) and close it after."""
-    endpoint = endpoint if endpoint is not None else settings.dynamodb_endpoint
+    """Open a client for ``settings`` (or another endpoint / region) and close it after.
+
+    ``regional``: ``endpoint`` is a home region's own (None: AWS's endpoint for ``region``),
+    never the settings' endpoint.
+    """
+    if not regional and endpoint is None:
+        endpoint = settings.dynamodb_endpoint
     credentials: dict[str, str] = {}
     if endpoint and not _credentials_configured():
         # A local emulator accepts any credentials; avoid searching the AWS chain.
@@ -395,13 +401,19 @@ def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
 
 async def _gather_bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[Any]:
     """Run awaitables with at most ``limit`` in flight; the first error cancels the rest."""
+    pending = list(coros)
+    if len(pending) == 1:
+        # One request (a read of up to 100 keys, a write of up to 25 items) is the common
+        # case: awaiting it here skips a task and two trips through a busy event loop,
+        # which cost a 1-key BatchGetItem 1.6x the time of the bare call under load.
+        return [await pending[0]]
     semaphore = asyncio.Semaphore(limit)
 
     async def run(aw: Awaitable[Any]) -> Any:
         async with semaphore:
             return await aw
 
-    tasks = [asyncio.ensure_future(run(c)) for c in coros]
+    tasks = [asyncio.ensure_future(run(c)) for c in pending]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
 from config.tables import TABLES
 from feed.errors import StorageError
@@ -15,11 +16,15 @@ __all__ = ["create_tables", "drop_tables"]
 log = logging.getLogger(__name__)
 
 
-async def create_tables(db: Dynamo, *, wait_seconds: float = 120.0) -> list[str]:
-    """Create every missing table and index; wait until all are ACTIVE. Returns those created."""
+async def create_tables(
+    db: Dynamo, *, wait_seconds: float = 120.0, datasets: Iterable[str] | None = None,
+) -> list[str]:
+    """Create every missing table and index (or only ``datasets``'); wait until all are
+    ACTIVE. Returns those created."""
     existing = await _existing(db)
     created: list[str] = []
-    for dataset, definition in TABLES.items():
+    wanted = {d: TABLES[d] for d in datasets} if datasets is not None else TABLES
+    for dataset, definition in wanted.items():
         name = db.table(dataset)
         if name in existing:
             continue
@@ -32,7 +37,7 @@ async def create_tables(db: Dynamo, *, wait_seconds: float = 120.0) -> list[str]
             created.append(name)
             log.info("created table %s", name)
     deadline = time.monotonic() + wait_seconds
-    for dataset, definition in TABLES.items():
+    for dataset, definition in wanted.items():
         name = db.table(dataset)
         await _wait_active(db, name, deadline)
         if definition.ttl_attribute:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from config.tables import USERS, USERS_CELEBRITIES
@@ -15,60 +16,104 @@ from feed.store._dynamo import Dynamo
 
 __all__ = ["Users"]
 
-PROFILE_FIELDS = ("user_id", "handle", "lang", "region", "created_at", "followers", "following")
-
-
 class Users:
-    def __init__(self, db: Dynamo) -> None:
+    """Profiles and counters. ``regions``: clients of the home regions whose users'
+    profiles (handle, language, signup time) live in that region's own ``users`` table
+    (:mod:`feed.store.regions`); the service's table then keeps only the id, the home
+    region, the profile version, the counters and the celebrity mark."""
+
+    def __init__(self, db: Dynamo, regions: Mapping[str, Dynamo] | None = None) -> None:
         self.db = db
+        self.regions: Mapping[str, Dynamo] = regions or {}
+
+    def home_of(self, region: str | None) -> Dynamo | None:
+        """The regional store of a home region; None when profiles stay in our table."""
+        return self.regions.get(region) if region else None
 
     async def save_profile(self, event: dict[str, Any]) -> bool:
         """Write a signup's profile unless a newer one is stored; counters are kept.
 
+        A regional profile is written in its region first, then the home row that points
+        at it: a crash between the two leaves a replay with work to do, never a pointer to
+        nothing. A profile that moves region is removed from the one it left.
         Returns False when a newer (or the same) signup was already applied.
         """
+        key = {"user_id": event["user_id"]}
+        at = event["occurred_at"]
+        target = self.home_of(event["region"])
+        previous: str | None = None
+        if self.regions:
+            row = await self.db.get(USERS, key, consistent=True,
+                                    attributes=["region", "profile_ver"])
+            if row and int(row.get("profile_ver", -1)) >= at:
+                return False  # never copy an older profile into a region it has left
+            previous = (row or {}).get("region")
+        if target is not None:
+            await _put_profile(target, event)
+            update = ("SET #r = :r, profile_ver = :t, "
+                      "followers = if_not_exists(followers, :zero), "
+                      "following = if_not_exists(following, :zero) "
+                      "REMOVE handle, lang, created_at")
+            names = {"#r": "region"}
+            vals = values(r=event["region"], t=at, zero=0)
+        else:
+            update = ("SET handle = :h, lang = :l, #r = :r, profile_ver = :t, "
+                      "created_at = if_not_exists(created_at, :t), "
+                      "followers = if_not_exists(followers, :zero), "
+                      "following = if_not_exists(following, :zero)")
+            names = {"#r": "region"}
+            vals = values(h=event["handle"], l=event["lang"], r=event["region"], t=at, zero=0)
         try:
             await self.db.update(
-                USERS,
-                {"user_id": event["user_id"]},
-                "SET handle = :h, lang = :l, #r = :r, profile_ver = :t, "
-                "created_at = if_not_exists(created_at, :t), "
-                "followers = if_not_exists(followers, :zero), "
-                "following = if_not_exists(following, :zero)",
+                USERS, key, update,
                 condition="attribute_not_exists(profile_ver) OR profile_ver < :t",
-                names={"#r": "region"},
-                values=values(h=event["handle"], l=event["lang"], r=event["region"],
-                              t=event["occurred_at"], zero=0),
+                names=names, values=vals,
             )
         except ConditionFailed:
             return False
+        left = self.home_of(previous) if previous != event["region"] else None
+        if left is not None:
+            with contextlib.suppress(ConditionFailed):
+                await left.delete(USERS, key, condition="profile_ver < :t", values=values(t=at))
         return True
 
     async def load_many(self, users: list[tuple[User, bool]], *, at: int) -> int:
         """Bulk load (seeding, migrations): profiles with their counters, and whether each
         is a celebrity, in the same form signups and follows produce."""
         items = []
+        regional: dict[str, list[dict[str, Any]]] = {}
         for user, celebrity in users:
-            item: dict[str, Any] = {
+            profile: dict[str, Any] = {
                 "user_id": user.user_id, "handle": user.handle, "lang": user.lang,
                 "region": user.region, "profile_ver": at, "created_at": user.created_at,
-                "followers": user.followers, "following": user.following,
             }
+            item: dict[str, Any] = {"followers": user.followers, "following": user.following}
+            if self.home_of(user.region) is not None:
+                regional.setdefault(user.region, []).append(profile)
+                item.update(user_id=user.user_id, region=user.region, profile_ver=at)
+            else:
+                item.update(profile)
             if celebrity:
                 item["celeb_shard"] = keys.CELEBRITY_SHARD
             items.append(item)
+        for region, profiles in regional.items():
+            await self.regions[region].batch_write(USERS, puts=profiles)
         return await self.db.batch_write(USERS, puts=items)
 
     async def get(self, user_id: str, *, consistent: bool = False) -> User | None:
-        """The profile of a signed-up user (None for unknown ids)."""
-        item = await self.db.get(USERS, {"user_id": user_id}, consistent=consistent)
-        if item is None or "handle" not in item:
+        """The profile of a signed-up user, read from its home region (None for unknown ids)."""
+        key = {"user_id": user_id}
+        item = await self.db.get(USERS, key, consistent=consistent)
+        if item is None or "profile_ver" not in item:
             return None
+        home = self.home_of(item.get("region"))
+        if home is not None:
+            profile = await home.get(USERS, key, consistent=consistent)
+            if profile is None:
+                return None
+            item = {**profile, "followers": item.get("followers", 0),
+                    "following": item.get("following", 0)}
         return User.from_item(item)
-
-    async def get_many(self, user_ids: Sequence[str]) -> dict[str, User]:
-        items = await self.db.batch_get(USERS, [{"user_id": u} for u in user_ids])
-        return {i["user_id"]: User.from_item(i) for i in items if "handle" in i}
 
     async def counters(self, user_id: str, *, consistent: bool = True) -> tuple[int, int]:
         """(followers, following) of a user, known or not."""
@@ -136,3 +181,17 @@ class Users:
             ids.extend(i["user_id"] for i in page)
         return ids
 
+
+
+async def _put_profile(db: Dynamo, event: dict[str, Any]) -> None:
+    """The profile in its home region's table, unless a newer one is there (a replay
+    finds its own version there and goes on to the home row)."""
+    profile = {
+        "user_id": event["user_id"], "handle": event["handle"], "lang": event["lang"],
+        "region": event["region"], "profile_ver": event["occurred_at"],
+        "created_at": event["occurred_at"],
+    }
+    with contextlib.suppress(ConditionFailed):
+        await db.put(USERS, profile,
+                     condition="attribute_not_exists(profile_ver) OR profile_ver < :t",
+                     values=values(t=event["occurred_at"]))
