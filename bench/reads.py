@@ -195,22 +195,30 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 @contextlib.contextmanager
 def count_redis_round_trips() -> Iterator[list[int]]:
     """Count requests written to any redis.asyncio connection (one per command or per
-    pipeline) while the block runs; yields a one-element list holding the count."""
+    pipeline) and the commands they carry while the block runs; yields a two-element
+    list: [round trips, commands]."""
     from redis.asyncio.connection import AbstractConnection
 
-    counter = [0]
-    original = AbstractConnection.send_packed_command
+    counter = [0, 0]
+    send = AbstractConnection.send_packed_command
+    pack = AbstractConnection.pack_command
 
-    async def counting(self: AbstractConnection, command: Any, check_health: bool = True
-                       ) -> None:
+    async def counting_send(self: AbstractConnection, command: Any, check_health: bool = True
+                            ) -> None:
         counter[0] += 1
-        await original(self, command, check_health)
+        await send(self, command, check_health)
 
-    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    def counting_pack(self: AbstractConnection, *args: Any) -> list[bytes]:
+        counter[1] += 1
+        return pack(self, *args)
+
+    AbstractConnection.send_packed_command = counting_send  # type: ignore[method-assign]
+    AbstractConnection.pack_command = counting_pack  # type: ignore[method-assign]
     try:
         yield counter
     finally:
-        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+        AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+        AbstractConnection.pack_command = pack  # type: ignore[method-assign]
 
 
 def dynamodb_calls() -> dict[str, float]:
@@ -236,6 +244,7 @@ def calls_between(before: dict[str, float], after: dict[str, float], reads: int
 class InProcess:
     latencies_ms: list[float]
     round_trips: float
+    commands: float
     dynamodb: dict[str, float]
     items: float
 
@@ -244,6 +253,7 @@ class InProcess:
                 "p99_ms": percentile(self.latencies_ms, 99),
                 "max_ms": max(self.latencies_ms, default=math.nan),
                 "redis_round_trips_per_read": self.round_trips,
+                "redis_commands_per_read": self.commands,
                 "dynamodb_calls_per_read": self.dynamodb, "items_per_page": self.items}
 
 
@@ -260,8 +270,8 @@ async def read_in_process(reader: Reader, users: Sequence[str], reads: int) -> I
             page.as_json()
             latencies.append((time.perf_counter() - started) * 1000)
             items += len(page.items)
-        round_trips = trips[0]
-    return InProcess(latencies, round_trips / reads,
+        round_trips, commands = trips
+    return InProcess(latencies, round_trips / reads, commands / reads,
                      calls_between(before, dynamodb_calls(), reads), items / reads)
 
 
@@ -444,7 +454,8 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
         rows.append([label, f"{len(part.latencies_ms):,}", ms(median(part.latencies_ms)),
                      ms(percentile(part.latencies_ms, 99)),
                      ms(max(part.latencies_ms, default=math.nan)),
-                     f"{part.round_trips:.1f}", calls, f"{part.items:.1f}"])
+                     f"{part.round_trips:.1f} ({part.commands:.0f} commands)", calls,
+                     f"{part.items:.1f}"])
     out.append(markdown_table(["", "reads", "p50", "p99", "max", "Redis round trips/read",
                                "DynamoDB calls/read", "items/page"], rows))
     hit_p50 = median(hit.latencies_ms)
@@ -455,6 +466,7 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
     figures: dict[str, float | None] = {
         "inprocess.hit.p50_ms": hit_p50, "inprocess.hit.p99_ms": percentile(hit.latencies_ms, 99),
         "inprocess.hit.redis_round_trips_per_read": hit.round_trips,
+        "inprocess.hit.redis_commands_per_read": hit.commands,
         "inprocess.miss.p50_ms": median(miss.latencies_ms),
         "inprocess.miss.p99_ms": percentile(miss.latencies_ms, 99),
         "graph.load_s": load_s,
