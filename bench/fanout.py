@@ -8,8 +8,10 @@
    redis.asyncio pipelined ``ZADD`` of the same entries (1,000 commands per
    pipeline; the DESIGN's anchor). More loops show where the gap comes from:
    the same Lua script sent with bare ``pipe.evalsha`` (no Cache wrapper),
-   ``ZADD`` + ``ZREMRANGEBYRANK`` without a script, and (a proposal, not the
-   service's code) the script's logic over a whole chunk in one EVALSHA.
+   ``ZADD`` + ``ZREMRANGEBYRANK`` without a script, (a proposal, not the
+   service's code) the script's logic over a whole chunk in one EVALSHA, and
+   Stream-Framework 1.4.0's own fan-out (in its venv, bench/sf-env.sh, driven
+   through ``bench.sf.client``) on the same Redis, interleaved the same way.
 2. DynamoDB: ``feed.store.timelines.Timelines.add`` per chunk of 1,000 readers
    (BatchWriteItem, 25 per request, FEED_DYNAMODB_CONCURRENCY in flight) beside
    a raw aioboto3 BatchWriteItem loop writing the same items to the same table
@@ -50,6 +52,7 @@ from redis.commands.core import AsyncScript
 
 from bench._common import (
     Stopwatch,
+    bench_document,
     command_line,
     environment,
     fmt_int,
@@ -60,8 +63,10 @@ from bench._common import (
     percentile,
     progress,
     redis_db,
+    target,
     write_json,
 )
+from bench.sf import client as sf_client
 from config.settings import Settings
 from config.tables import TIMELINES
 from feed import keys, metrics
@@ -79,6 +84,7 @@ QUICK_FOLLOWERS = (1_000, 10_000)
 DEFAULT_DELIVERY = ((100, 20), (10_000, 5))  # (followers, samples)
 QUICK_DELIVERY = ((100, 10), (10_000, 3))
 REDIS_TARGET = 0.60
+SF_TARGET = 3.0  # the service's fan-out over Stream-Framework's, same Redis, same run
 DYNAMODB_TARGET = 0.80
 DELIVERY_TARGETS = {100: 0.100, 10_000: 1.0}  # p99 seconds, DESIGN "Targets"
 READER = "bfr"  # reader ids of parts 1 and 2: bfr000000 ...
@@ -133,6 +139,7 @@ class Options:
     dynamodb_budget: float
     active_fraction: float
     chunk: int
+    sf: tuple[str, ...] = ()
 
 
 def _sizes(raw: str) -> tuple[int, ...]:
@@ -185,6 +192,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--chunk", type=int, default=None,
                         help="readers per chunk (default: the service's FEED_FANOUT_CHUNK_SIZE, "
                         "1000)")
+    parser.add_argument("--sf", default="auto",
+                        help="Stream-Framework variants to run beside the service in part 1: "
+                        "auto (those bench/sf-env.sh has built), none, or a list of "
+                        "current,redis2 (built if missing)")
     args = parser.parse_args(argv)
     skip = frozenset(s.strip() for s in args.skip.split(",") if s.strip())
     if skip - {"redis", "dynamodb", "delivery"}:
@@ -212,7 +223,23 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         dynamodb_budget=args.dynamodb_budget,
         active_fraction=args.active_fraction,
         chunk=args.chunk or Settings().fanout_chunk_size,
+        sf=_sf_variants(args.sf, parser),
     )
+
+
+def _sf_variants(raw: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    if raw == "none":
+        return ()
+    if raw == "auto":
+        return tuple(sf_client.available())
+    wanted = tuple(v for v in raw.split(",") if v)
+    unknown = set(wanted) - set(sf_client.VARIANTS)
+    if unknown:
+        parser.error(f"--sf: unknown variant(s) {sorted(unknown)}")
+    ready, output = sf_client.ensure(wanted)
+    if set(wanted) - set(ready):
+        parser.error(f"--sf: could not build {sorted(set(wanted) - set(ready))}: {output}")
+    return wanted
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -386,7 +413,32 @@ async def create_timelines(redis: RedisClient, users: Sequence[str], ttl: int) -
         await pipe.execute()
 
 
-async def redis_part(opts: Options, settings: Settings) -> list[Comparison]:
+def sf_loop(sf: sf_client.StreamFramework) -> ChunkLoop:
+    """Stream-Framework's fan-out of one chunk (its Manager splits it into its own tasks of
+    100 followers); timed here like the others, so the JSON-lines hop to its process (well
+    under 1 % of its time per chunk) counts against it."""
+
+    async def loop(part: Sequence[str], koo_id: str, created: int) -> int:
+        await sf.fanout(part, koo_id, created)
+        return len(part)
+
+    return loop
+
+
+async def redis_part(opts: Options, settings: Settings, env: dict[str, str]
+                     ) -> list[Comparison]:
+    async with contextlib.AsyncExitStack() as stack:
+        sfs = [await stack.enter_async_context(
+            sf_client.StreamFramework.start(v, opts.redis_url)) for v in opts.sf]
+        for sf in sfs:
+            env[f"Stream-Framework ({sf.variant})"] = (
+                f"{sf.info['stream-framework']}, redis-py {sf.info['redis-py']} "
+                f"(hiredis {sf.info['hiredis']}), celery {sf.info.get('celery')}")
+        return await _redis_part(opts, settings, sfs)
+
+
+async def _redis_part(opts: Options, settings: Settings,
+                      sfs: Sequence[sf_client.StreamFramework]) -> list[Comparison]:
     redis = await open_cache_redis(settings)
     ttl = settings.active_days * 86_400
     try:
@@ -395,6 +447,8 @@ async def redis_part(opts: Options, settings: Settings) -> list[Comparison]:
         await cache.load_scripts()
         everyone = readers(max(opts.followers))
         loops = redis_loops(cache)
+        for sf in sfs:
+            loops[f"sf_{sf.variant}"] = sf_loop(sf)
         names = list(loops)
         created = int(time.time() * 1000)
         warm = Comparison(0, names)
@@ -410,6 +464,8 @@ async def redis_part(opts: Options, settings: Settings) -> list[Comparison]:
 
             async def reset(users: Sequence[str] = users) -> None:
                 await create_timelines(redis, users, ttl)
+                for sf in sfs:
+                    await sf.reset(users)
 
             comparison = Comparison(n, names)
             with progress(f"redis: {n:,} followers x {runs} runs x {len(names)} loops"):
@@ -711,6 +767,72 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**not met**"
 
 
+def fmt_x(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}x"
+
+
+def document(
+    env: dict[str, str], command: str, text: str, redis_rows: list[Comparison],
+    dynamo_rows: list[Comparison], deliveries: list[Delivery], notes: list[str],
+    elapsed: float, data: dict[str, Any],
+) -> dict[str, Any]:
+    """The report's JSON document (bench/README.md, "JSON shape")."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    markdown = "\n".join("#" + line if line.startswith("## ") else line
+                         for line in lines[start:])
+    figures: dict[str, float | None] = {}
+    throughput: dict[str, dict[str, float]] = {}
+    targets: list[dict[str, Any]] = []
+    labels = {"service": "Cache.push", "zadd": "raw ZADD", "evalsha": "raw EVALSHA",
+              "zadd_trim": "raw ZADD+trim", "batched": "batched Lua (proposal)",
+              "sf_current": "Stream-Framework (current redis-py)",
+              "sf_redis2": "Stream-Framework (redis-py 2.10.6)"}
+    for c in redis_rows:
+        for name in c.names:
+            figures[f"redis.{c.size}.{name}_entries_per_s"] = c.rate(name)
+            throughput.setdefault(f"Redis: {labels.get(name, name)}", {})[str(c.size)] = (
+                c.rate(name))
+        ratio = c.ratio("service", "zadd")
+        figures[f"redis.{c.size}.service_over_zadd"] = ratio
+        targets.append(target(f"fan-out into Redis ≥ 60% of raw pipelined ZADD "
+                              f"({c.size:,} followers)", fmt_pct(ratio),
+                              None if math.isnan(ratio) else ratio >= REDIS_TARGET))
+        for name in (n for n in c.names if n.startswith("sf_")):
+            ratio = c.ratio("service", name)
+            figures[f"redis.{c.size}.service_over_{name}"] = ratio
+            targets.append(target(
+                f"fan-out into Redis ≥ 3x Stream-Framework, {labels[name]} "
+                f"({c.size:,} followers)", fmt_x(ratio),
+                None if math.isnan(ratio) else ratio >= SF_TARGET))
+    for c in dynamo_rows:
+        for name in c.names:
+            figures[f"dynamodb.{c.size}.{name}_items_per_s"] = c.rate(name)
+            label = "DynamoDB: Timelines.add" if name == "service" else "DynamoDB: raw batch"
+            throughput.setdefault(label, {})[str(c.size)] = c.rate(name)
+        ratio = c.ratio("service", "raw")
+        figures[f"dynamodb.{c.size}.service_over_raw"] = ratio
+        targets.append(target(f"fan-out into DynamoDB ≥ 80% of raw BatchWriteItem "
+                              f"({c.size:,} followers)", fmt_pct(ratio),
+                              None if math.isnan(ratio) else ratio >= DYNAMODB_TARGET))
+    latency: dict[str, list[float]] = {}
+    for d in deliveries:
+        latency[f"delivery, {d.followers:,} followers"] = [s * 1000 for s in d.latencies]
+        p99 = percentile(d.latencies, 99)
+        figures[f"delivery.{d.followers}.p50_ms"] = median(d.latencies) * 1000
+        figures[f"delivery.{d.followers}.p99_ms"] = p99 * 1000
+        goal = DELIVERY_TARGETS.get(d.followers)
+        if goal is not None:
+            met = None if math.isnan(p99) else (p99 <= goal and not d.timeouts)
+            targets.append(target(f"delivery p99 ≤ {fmt_ms(goal)} ({d.followers:,} "
+                                  "followers)", fmt_ms(p99), met))
+    return bench_document(
+        "fanout", "Fan-out into Redis and DynamoDB, and delivery latency", command, env,
+        markdown, figures, latency_ms=latency, throughput=throughput,
+        axes={"throughput": {"x": "followers", "y": "entries (items) per second"}},
+        targets=targets, notes=notes, elapsed_s=elapsed, data=data)
+
+
 def report(
     env: dict[str, str], command: str, opts: Options, redis_rows: list[Comparison],
     dynamo_rows: list[Comparison], dynamo_notes: list[str], deliveries: list[Delivery],
@@ -748,6 +870,33 @@ def report(
                 "proposal, not the service: the same script logic over all the chunk's "
                 "readers in one EVALSHA (standalone Redis only). Timelines hold the `!ready` "
                 "sentinel and under 128 entries (nothing is trimmed)."]
+        sf_names = [n for n in (redis_rows[0].names if redis_rows else []) if
+                    n.startswith("sf_")]
+        if sf_names:
+            out += ["", "## 1b. The service beside Stream-Framework 1.4.0 (entries/s, same "
+                    "Redis, same run, interleaved chunk by chunk)", ""]
+            headers = ["followers", "Cache.push"]
+            for name in sf_names:
+                label = name.removeprefix("sf_")
+                headers += [f"SF ({label})", f"Cache.push/SF ({label})", "per chunk",
+                            f"target ≥ {SF_TARGET:.0f}x"]
+            rows = []
+            for c in redis_rows:
+                row = [f"{c.size:,}", fmt_int(c.rate("service"))]
+                for name in sf_names:
+                    per_chunk = c.chunk_ratios("service", name)
+                    row += [fmt_int(c.rate(name)), fmt_x(c.ratio("service", name)),
+                            f"{fmt_x(median(per_chunk))} ({fmt_x(percentile(per_chunk, 25))}"
+                            f"-{fmt_x(percentile(per_chunk, 75))})",
+                            verdict(c.ratio("service", name) >= SF_TARGET)]
+                rows.append(row)
+            out.append(markdown_table(headers, rows))
+            out += ["", "SF (current): Stream-Framework on today's redis-py and hiredis; SF "
+                    "(redis2): on redis-py 2.10.6 (bench/sf-env.sh). Its Manager fans out "
+                    "in eager Celery tasks of 100 followers, one pipeline (round trip) per "
+                    "follower, into its own sorted sets (`sf:feed:<reader>`), which are reset "
+                    "with the service's. Its time includes passing the chunk's reader ids to "
+                    "its process (bench/sf/client.py)."]
     if "dynamodb" not in opts.skip:
         out += ["", f"## 2. Fan-out into DynamoDB (items/s; BatchWriteItem of 25, "
                 f"{opts.chunk:,} readers per chunk, {DYNAMODB_CONCURRENCY} in flight)", "",
@@ -826,7 +975,7 @@ async def run(opts: Options) -> int:
     deliveries: list[Delivery] = []
     delivery_notes: list[str] = []
     if "redis" not in opts.skip:
-        redis_rows = await redis_part(opts, settings)
+        redis_rows = await redis_part(opts, settings, env)
     if need_dynamo:
         async with open_dynamo(settings) as db:
             with progress(f"dynamodb: creating tables {settings.table_prefix}*"):
@@ -840,10 +989,11 @@ async def run(opts: Options) -> int:
                 with contextlib.suppress(Exception):
                     await drop_tables(db)
     elapsed = time.monotonic() - started
-    print(report(env, command, opts, redis_rows, dynamo_rows, dynamo_notes, deliveries,
-                 delivery_notes, elapsed))
+    text = report(env, command, opts, redis_rows, dynamo_rows, dynamo_notes, deliveries,
+                  delivery_notes, elapsed)
+    print(text)
     if opts.json:
-        write_json(opts.json, {
+        data = {
             "environment": env, "command": command, "elapsed_s": elapsed,
             "options": {"followers": opts.followers, "delivery": opts.delivery,
                         "repeat": opts.repeat, "chunk": opts.chunk, "quick": opts.quick,
@@ -851,6 +1001,8 @@ async def run(opts: Options) -> int:
                         "dynamodb_budget_s": opts.dynamodb_budget},
             "redis": {
                 "unit": "entries/s", "target_ratio": REDIS_TARGET,
+                "stream_framework": {sf: f"Stream-Framework 1.4.0, {sf_client.VARIANTS[sf][1]}"
+                                     for sf in opts.sf},
                 "loops": {"service": "feed.cache.Cache.push", "zadd": "raw pipelined ZADD",
                           "evalsha": "raw pipelined EVALSHA of the service's push script",
                           "zadd_trim": "raw pipelined ZADD + ZREMRANGEBYRANK",
@@ -866,7 +1018,10 @@ async def run(opts: Options) -> int:
                 "notes": dynamo_notes,
             },
             "delivery": {"authors": [d.as_json() for d in deliveries], "notes": delivery_notes},
-        })
+        }
+        write_json(opts.json, document(env, command, text, redis_rows, dynamo_rows,
+                                       deliveries, dynamo_notes + delivery_notes, elapsed,
+                                       data))
     return 0
 
 
