@@ -1,0 +1,720 @@
+"""Koo's five operations through the service's data layer, beside bare aioboto3 calls.
+
+    bash scripts/dynamodb-local.sh start 8766
+    .venv/bin/python -m bench.koo_ops --quick                  # ~1 min
+    .venv/bin/python -m bench.koo_ops --json bench/out/koo_ops.json
+    bash scripts/dynamodb-local.sh stop 8766
+
+Options: ``--dynamodb-endpoint URL`` (default http://127.0.0.1:8766), ``--redis-url URL``
+(the hot cache's database, default redis://127.0.0.1:6379/5: **flushed** at the start and
+the end; database 0 is refused), ``--clients N`` (default 10: Koo's "10x concurrency"),
+``--rounds N`` (calls per client and loop; default 200, --quick 60), ``--json PATH``.
+
+Koo published, for DynamoDB at 10x concurrency: Reaction Get 4.42 ms, Reaction Write
+5.42 ms, Content Get 4.26 ms, Content Creator Get 6.24 ms, Content Write 5.71 ms. Each
+operation here is the call the service makes for it (``feed/store``):
+
+- Content Get: ``Koos.get_many([koo_id])`` (what the read API does on a cache miss:
+  BatchGetItem with the body projection), and ``Koos.get`` (GetItem) as a second row;
+- Content Creator Get: ``Koos.by_author(author, limit=21)`` (the Query on the author
+  index behind ``GET /v1/users/{id}/koos``; 20 per page plus one to see if more exist);
+- Reaction Get: ``Reactions.for_koo(koo_id, limit=50)`` (the Query behind
+  ``GET /v1/koos/{id}/reactions``, the route's default page size);
+- Reaction Write: the TransactWriteItems the event applier commits for
+  ``reaction_added`` (the versioned reaction row and the koo's counter, ``Dynamo.transact``);
+- Content Write: the conditional PutItem the applier commits for ``koo_created``
+  (``Koos.create_item`` through ``Dynamo.write_item``).
+
+Each one runs beside a bare aioboto3 call making the same request (same table, same key,
+same attributes; the request dict is built before the clock starts) on the same client, so
+the two share the connection pool and the event loop. ``--clients`` tasks run at once; each
+alternates the service's call and the bare one, the order flipping every round, so a noisy
+neighbour on this shared machine hits both alike. Then the hot path: a koo and its reaction
+counters as the read API hydrates them from the Redis cache (``Reader.koo`` and
+``Cache.get_koos``) beside a bare HMGET of the same hash, at ``--clients`` and at one
+client. Two informational rows have no bare twin: the whole ``reaction_added`` apply
+(ledger check, koo read, transaction, ledger record, cache update) and ``Reader.reactions``
+(the route's code: koo from the cache, page from DynamoDB).
+
+Tables are created under a fresh ``bench<hex>_`` prefix and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from bench._common import (
+    bench_document,
+    command_line,
+    environment,
+    fmt_int,
+    markdown_table,
+    median,
+    percentile,
+    progress,
+    redis_db,
+    target,
+    write_json,
+)
+from config.settings import Settings
+from config.tables import KOOS, KOOS_BY_AUTHOR, REACTIONS, REACTIONS_BY_TIME
+from feed import keys
+from feed.reader import Reader
+from feed.services import Services, open_services
+from feed.store import create_tables, drop_tables
+from feed.store._codec import to_attr, to_wire
+from feed.store.koos import BODY_FIELDS, COUNTER_OF
+
+log = logging.getLogger("bench.koo_ops")
+
+KOO_FIGURES_MS = {  # Koo's published DynamoDB figures at 10x concurrency (DESIGN.md)
+    "Reaction Get": 4.42,
+    "Reaction Write": 5.42,
+    "Content Get": 4.26,
+    "Content Creator Get": 6.24,
+    "Content Write": 5.71,
+}
+RATIO_TARGET = 1.2  # service p50 within 1.2x of the bare call's
+HOT_P99_TARGET_S = 0.002
+AUTHORS = 20
+KOOS_PER_AUTHOR = 60
+REACTED_KOOS = 100  # koos with seeded reactions (the Reaction Get and Write keys)
+REACTIONS_PER_KOO = 30
+CREATOR_PAGE = 20
+REACTION_PAGE = 50
+WARMUP_ROUNDS = 5
+BASE_MS = 1_764_000_000_000
+
+Call = Callable[[int, int], Awaitable[int]]  # (client, round) -> items returned or written
+
+
+# --- options ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    dynamodb_endpoint: str
+    redis_url: str
+    clients: int
+    rounds: int
+    quick: bool
+    json: str | None
+    only: tuple[str, ...]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.koo_ops",
+        description="Koo's five DynamoDB operations through the service's data layer beside "
+        "bare aioboto3 calls, and hot koo reads from Redis; prints a Markdown report.",
+    )
+    parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8766",
+                        help="DynamoDB Local (start one: bash scripts/dynamodb-local.sh start "
+                        "8766)")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/5",
+                        help="Redis database of the hot cache (flushed!); not database 0")
+    parser.add_argument("--clients", type=int, default=10,
+                        help="concurrent clients (10: Koo's 10x concurrency)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="calls per client per loop (default 200; --quick: 60)")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (~1 min)")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+    parser.add_argument("--only", default="",
+                        help="comma-separated row keys (prefixes) to run, e.g. "
+                        "content_get,hot (for profiling one operation)")
+    args = parser.parse_args(argv)
+    try:
+        db = redis_db(args.redis_url)
+    except ValueError:
+        parser.error("--redis-url: cannot tell the database number")
+    if db == 0:
+        parser.error("--redis-url must name a database other than 0 (it is flushed)")
+    rounds = args.rounds if args.rounds is not None else (60 if args.quick else 200)
+    if rounds < 1 or args.clients < 1:
+        parser.error("--rounds and --clients must be at least 1")
+    return Options(
+        dynamodb_endpoint=args.dynamodb_endpoint.rstrip("/"), redis_url=args.redis_url,
+        clients=args.clients, rounds=rounds, quick=args.quick, json=args.json,
+        only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
+    )
+
+
+# --- measurement ------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One operation: the service's call and (optionally) its bare twin, timed alike."""
+
+    key: str  # dotted name of its figures
+    operation: str  # Koo's name for it
+    label: str  # which call of the service
+    ours: Call
+    bare: Call | None = None
+    store: str = "DynamoDB"
+    clients: int = 0
+    target_figure: float | None = None  # Koo's p50 in ms, when it applies
+    target_ratio: bool = True
+    target_p99: float | None = None  # seconds, for the hot reads
+    samples: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "bare": []})
+    written: int = 0  # items the calls returned or wrote, warm-up included
+    items: dict[str, int] = field(default_factory=lambda: {"ours": 0, "bare": 0})
+
+    def p(self, which: str, q: float) -> float:
+        return percentile(self.samples[which], q)
+
+    @property
+    def ratio(self) -> float:
+        if self.bare is None:
+            return math.nan
+        return median(self.samples["ours"]) / median(self.samples["bare"])
+
+    def checks(self) -> list[tuple[str, str, bool]]:
+        """(target, measured, met) for every target this row carries."""
+        out: list[tuple[str, str, bool]] = []
+        p50 = median(self.samples["ours"]) * 1000
+        name = f"{self.operation} ({self.label}, {self.clients} client"
+        name += ")" if self.clients == 1 else "s)"
+        if self.target_figure is not None:
+            out.append((f"{name}: p50 < Koo's {self.target_figure} ms", f"{p50:.2f} ms",
+                        p50 < self.target_figure))
+        if self.bare is not None and self.target_ratio and self.store == "DynamoDB":
+            out.append((f"{name}: p50 within {RATIO_TARGET}x of bare aioboto3",
+                        f"{self.ratio:.2f}x", self.ratio <= RATIO_TARGET))
+        if self.target_p99 is not None:
+            p99 = self.p("ours", 99) * 1000
+            out.append((f"{name}: p99 ≤ {self.target_p99 * 1000:.0f} ms", f"{p99:.2f} ms",
+                        p99 <= self.target_p99 * 1000))
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "operation": self.operation, "call": self.label, "store": self.store,
+            "clients": self.clients, "koo_figure_ms": self.target_figure,
+        }
+        for which in ("ours", "bare"):
+            values = self.samples[which]
+            if values:
+                data[which] = {
+                    "n": len(values), "p50_ms": median(values) * 1000,
+                    "p90_ms": percentile(values, 90) * 1000,
+                    "p99_ms": percentile(values, 99) * 1000,
+                    "mean_ms": sum(values) / len(values) * 1000,
+                    "items": self.items[which],
+                }
+        data["ratio_p50"] = self.ratio
+        return data
+
+
+async def measure(row: Row, clients: int, rounds: int) -> None:
+    """``clients`` tasks, each calling ours and bare alternately for ``rounds`` rounds
+    (after a few untimed ones); the order of the two flips every round."""
+    row.clients = clients
+    calls: list[tuple[str, Call]] = [("ours", row.ours)]
+    if row.bare is not None:
+        calls.append(("bare", row.bare))
+
+    async def client(c: int) -> None:
+        for r in range(-WARMUP_ROUNDS, rounds):
+            order = calls if (r + c) % 2 == 0 else calls[::-1]
+            for which, call in order:
+                started = time.perf_counter()
+                got = await call(c, r)
+                elapsed = time.perf_counter() - started
+                row.written += got
+                if r >= 0:
+                    row.samples[which].append(elapsed)
+                    row.items[which] += got
+
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    if row.bare is not None and row.items["ours"] != row.items["bare"]:
+        raise RuntimeError(f"{row.operation} ({row.label}): the service's calls returned "
+                           f"{row.items['ours']} items, the bare ones {row.items['bare']}")
+
+
+# --- the data set -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DataSet:
+    run: str  # unique to this run: every id starts with it
+    authors: list[str]
+    koos: list[str]  # all seeded koos
+    reacted: list[str]  # koos with REACTIONS_PER_KOO reactions each
+    author_of: dict[str, str]
+
+
+def koo_event(koo_id: str, author: str, at: int) -> dict[str, Any]:
+    return {
+        "type": "koo_created", "event_id": f"e-{koo_id}", "occurred_at": at, "koo_id": koo_id,
+        "author_id": author, "text": f"koo {koo_id}: benchmark text of a typical length, "
+        "about a hundred characters in all.", "lang": "hi", "hashtags": ["bench", "koo"],
+        "reply_to": None, "rekoo_of": None,
+    }
+
+
+def reaction_event(koo_id: str, user: str, at: int, kind: str = "like") -> dict[str, Any]:
+    return {"type": "reaction_added", "event_id": f"e-{koo_id}-{user}-{kind}",
+            "occurred_at": at, "koo_id": koo_id, "user_id": user, "kind": kind}
+
+
+def reaction_row(event: dict[str, Any], author: str) -> dict[str, Any]:
+    """A stored, active reaction row, as ``switch_on_item`` leaves it."""
+    at = event["occurred_at"]
+    return {
+        "koo_id": event["koo_id"], "rk": keys.reaction_sk(event["user_id"], event["kind"]),
+        "active": True, "ver": at, "user_id": event["user_id"], "kind": event["kind"],
+        "author_id": author, "created_at": at, "user_key": event["user_id"],
+        "react_sk": keys.sort_key(at, f"{event['user_id']}-{event['kind']}"),
+    }
+
+
+async def seed(services: Services) -> DataSet:
+    run = f"b{uuid.uuid4().hex[:6]}"
+    stores = services.stores
+    authors = [f"{run}a{i:02d}" for i in range(AUTHORS)]
+    koo_items: list[dict[str, Any]] = []
+    author_of: dict[str, str] = {}
+    at = BASE_MS
+    for _ in range(KOOS_PER_AUTHOR):
+        for author in authors:
+            koo_id = f"{run}k{len(koo_items):05d}"
+            at += 1
+            item = stores.koos.create_item(koo_event(koo_id, author, at), pull=False)["Put"]
+            seeded = REACTIONS_PER_KOO if len(koo_items) < REACTED_KOOS else 0
+            koo_items.append(item["Item"] | {"likes": seeded})
+            author_of[koo_id] = author
+    koos = [i["koo_id"] for i in koo_items]
+    reacted = koos[:REACTED_KOOS]
+    rows = [
+        reaction_row(reaction_event(k, f"{run}u{u:03d}", BASE_MS + u), author_of[k])
+        for k in reacted for u in range(REACTIONS_PER_KOO)
+    ]
+    await stores.db.batch_write(KOOS, puts=koo_items)
+    await stores.db.batch_write(REACTIONS, puts=rows)
+    return DataSet(run, authors, koos, reacted, author_of)
+
+
+# --- the operations ---------------------------------------------------------------------
+
+
+def pick(items: Sequence[str], c: int, r: int) -> str:
+    """The key of client ``c`` in round ``r``: the same for ours and bare, spread over keys."""
+    return items[(c * 7919 + r * 104_729) % len(items)]
+
+
+def own(items: Sequence[str], c: int, r: int, clients: int) -> str:
+    """A key only client ``c`` uses (concurrent writes never contend for one item)."""
+    share = max(1, len(items) // clients)
+    return items[(c * share + r % share) % len(items)]
+
+
+def dynamodb_rows(
+    services: Services, data: DataSet, clients: int, phase: str
+) -> tuple[list[Row], Callable[[int], None]]:
+    """The six service-vs-bare rows, and the function that builds the bare write requests
+    of ``rounds`` rounds (call it before measuring). ``phase`` keeps written ids unique."""
+    db = services.stores.db
+    stores = services.stores
+    client = db.client
+    koos_table, reactions_table = db.table(KOOS), db.table(REACTIONS)
+    projection = {
+        "ProjectionExpression": ", ".join(f"#p{i}" for i in range(len(BODY_FIELDS))),
+        "ExpressionAttributeNames": {f"#p{i}": a for i, a in enumerate(BODY_FIELDS)},
+    }
+
+    # Content Get -----------------------------------------------------------------------
+    async def get_many_ours(c: int, r: int) -> int:
+        return len(await stores.koos.get_many([pick(data.koos, c, r)]))
+
+    async def get_many_bare(c: int, r: int) -> int:
+        request = {koos_table: {"Keys": [{"koo_id": {"S": pick(data.koos, c, r)}}],
+                                "ConsistentRead": False, **projection}}
+        response = await client.batch_get_item(RequestItems=request)
+        return len(response["Responses"][koos_table])
+
+    async def get_ours(c: int, r: int) -> int:
+        return int(await stores.koos.get(pick(data.koos, c, r)) is not None)
+
+    async def get_bare(c: int, r: int) -> int:
+        response = await client.get_item(
+            TableName=koos_table, Key={"koo_id": {"S": pick(data.koos, c, r)}},
+            ConsistentRead=False,
+        )
+        return int("Item" in response)
+
+    # Content Creator Get ---------------------------------------------------------------
+    async def creator_ours(c: int, r: int) -> int:
+        return len(await stores.koos.by_author(pick(data.authors, c, r),
+                                               limit=CREATOR_PAGE + 1))
+
+    async def creator_bare(c: int, r: int) -> int:
+        response = await client.query(
+            TableName=koos_table, IndexName=KOOS_BY_AUTHOR,
+            KeyConditionExpression="author_key = :a",
+            ExpressionAttributeValues={":a": {"S": pick(data.authors, c, r)}},
+            ScanIndexForward=False, Limit=CREATOR_PAGE + 1,
+        )
+        return len(response["Items"])
+
+    # Reaction Get ----------------------------------------------------------------------
+    async def reactions_ours(c: int, r: int) -> int:
+        found, _ = await stores.reactions.for_koo(pick(data.reacted, c, r), limit=REACTION_PAGE)
+        return len(found)
+
+    async def reactions_bare(c: int, r: int) -> int:
+        response = await client.query(
+            TableName=reactions_table, IndexName=REACTIONS_BY_TIME,
+            KeyConditionExpression="koo_id = :k",
+            ExpressionAttributeValues={":k": {"S": pick(data.reacted, c, r)}},
+            ScanIndexForward=False, Limit=REACTION_PAGE,
+        )
+        return len(response["Items"])
+
+    # Reaction Write --------------------------------------------------------------------
+    def reaction(which: str, c: int, r: int) -> tuple[dict[str, Any], str]:
+        koo_id = own(data.reacted, c, r, clients)
+        event = reaction_event(koo_id, f"{data.run}{phase}{which}{c}x{r}", BASE_MS + 10**6 + r)
+        return event, data.author_of[koo_id]
+
+    async def react_ours(c: int, r: int) -> int:
+        event, author = reaction("o", c, r)
+        await db.transact([
+            stores.reactions.switch_on_item(event, author),
+            stores.koos.counter_item(event["koo_id"], event["kind"], 1),
+        ])
+        return 1
+
+    def bare_transaction(event: dict[str, Any], author: str) -> list[dict[str, Any]]:
+        row = reaction_row(event, author)
+        attrs = {k: v for k, v in row.items() if k not in ("koo_id", "rk", "active", "ver")}
+        names = {f"#s{i}": name for i, name in enumerate(attrs)} | {"#k": "koo_id"}
+        vals = {":on": {"BOOL": True}, ":off": {"BOOL": False},
+                ":t": {"N": str(event["occurred_at"])}}
+        vals |= {f":s{i}": to_attr(v) for i, v in enumerate(attrs.values())}
+        sets = ", ".join(f"#s{i} = :s{i}" for i in range(len(attrs)))
+        return [
+            {"Update": {
+                "TableName": reactions_table,
+                "Key": {"koo_id": {"S": row["koo_id"]}, "rk": {"S": row["rk"]}},
+                "UpdateExpression": f"SET active = :on, ver = :t, {sets}",
+                "ConditionExpression": "attribute_not_exists(#k) OR (active = :off AND ver < :t)",
+                "ExpressionAttributeNames": names, "ExpressionAttributeValues": vals,
+            }},
+            {"Update": {
+                "TableName": koos_table, "Key": {"koo_id": {"S": event["koo_id"]}},
+                "UpdateExpression": "ADD #c :d",
+                "ConditionExpression": "attribute_exists(created_at)",
+                "ExpressionAttributeNames": {"#c": COUNTER_OF[event["kind"]]},
+                "ExpressionAttributeValues": {":d": {"N": "1"}},
+            }},
+        ]
+
+    bare_reactions: dict[tuple[int, int], list[dict[str, Any]]] = {}
+
+    async def react_bare(c: int, r: int) -> int:
+        items = bare_reactions.pop((c, r))
+        await client.transact_write_items(TransactItems=items)
+        return 1
+
+    # Content Write ---------------------------------------------------------------------
+    def new_koo(which: str, c: int, r: int) -> dict[str, Any]:
+        koo_id = f"{data.run}{phase}w{which}{c}x{r}"
+        return koo_event(koo_id, data.authors[c % len(data.authors)], BASE_MS + 2 * 10**6 + r)
+
+    async def write_ours(c: int, r: int) -> int:
+        await db.write_item(stores.koos.create_item(new_koo("o", c, r), pull=False))
+        return 1
+
+    bare_puts: dict[tuple[int, int], dict[str, Any]] = {}
+
+    async def write_bare(c: int, r: int) -> int:
+        await client.put_item(**bare_puts.pop((c, r)))
+        return 1
+
+    def prepare(rounds: int) -> None:
+        """Build every bare write request before any clock starts."""
+        for c in range(clients):
+            for r in range(-WARMUP_ROUNDS, rounds):
+                event, author = reaction("b", c, r)
+                bare_reactions[(c, r)] = bare_transaction(event, author)
+                item = stores.koos.create_item(new_koo("b", c, r), pull=False)["Put"]
+                bare_puts[(c, r)] = {
+                    "TableName": koos_table, "Item": to_wire(item["Item"]),
+                    "ConditionExpression": item["ConditionExpression"],
+                }
+
+    rows = [
+        Row("content_get.batch_get", "Content Get", "Koos.get_many, 1 id (BatchGetItem)",
+            get_many_ours, get_many_bare),
+        Row("content_get.get_item", "Content Get", "Koos.get (GetItem)", get_ours, get_bare),
+        Row("content_creator_get.query", "Content Creator Get",
+            f"Koos.by_author, page of {CREATOR_PAGE}+1 (Query)", creator_ours, creator_bare),
+        Row("reaction_get.query", "Reaction Get",
+            f"Reactions.for_koo, page of {REACTION_PAGE} (Query)", reactions_ours,
+            reactions_bare),
+        Row("reaction_write.transact", "Reaction Write",
+            "reaction row + counter (TransactWriteItems)", react_ours, react_bare),
+        Row("content_write.put", "Content Write", "Koos.create_item (conditional PutItem)",
+            write_ours, write_bare),
+    ]
+    for row in rows:
+        row.target_figure = KOO_FIGURES_MS[row.operation]
+    return rows, prepare
+
+
+def info_rows(services: Services, reader: Reader, data: DataSet, clients: int) -> list[Row]:
+    """Whole code paths around the data layer (no bare twin, no target)."""
+
+    async def apply_reaction(c: int, r: int) -> int:
+        koo_id = own(data.reacted, c, r, clients)
+        event = reaction_event(koo_id, f"{data.run}p{c}x{r}", BASE_MS + 3 * 10**6 + r)
+        outcome = await services.applier.apply(event)
+        if outcome != "applied":
+            raise RuntimeError(f"reaction_added was {outcome}, not applied")
+        return 1
+
+    async def route_reactions(c: int, r: int) -> int:
+        items, _ = await reader.reactions(pick(data.reacted, c, r), limit=REACTION_PAGE)
+        return len(items)
+
+    return [
+        Row("reaction_write.apply", "Reaction Write",
+            "whole apply: EventApplier.apply(reaction_added)", apply_reaction,
+            target_ratio=False),
+        Row("reaction_get.route", "Reaction Get",
+            "route code: Reader.reactions (koo from cache, page from DynamoDB)",
+            route_reactions, target_ratio=False),
+    ]
+
+
+def hot_rows(
+    services: Services, reader: Reader, raw: Redis, data: DataSet, clients: int
+) -> list[Row]:
+    cache = services.cache
+    hot = data.reacted
+    fields = ["b", "likes", "rekoos", "comments", "d"]
+
+    async def content_ours(c: int, r: int) -> int:
+        koo = await reader.koo(pick(hot, c, r))
+        return int(bool(koo.text))
+
+    async def hmget_bare(c: int, r: int) -> int:
+        reply = raw.hmget(keys.koo(pick(hot, c, r)), fields)
+        body, *_ = await cast(Awaitable[list[str | None]], reply)
+        return int(body is not None)
+
+    async def counters_ours(c: int, r: int) -> int:
+        koo_id = pick(hot, c, r)
+        koo = (await cache.get_koos([koo_id]))[koo_id]
+        return int(koo.likes + koo.rekoos + koo.comments >= 0)
+
+    return [
+        Row(f"hot.content_get.clients_{clients}", "Content Get",
+            "hot: Reader.koo (cache HMGET)", content_ours, hmget_bare, store="Redis",
+            target_p99=HOT_P99_TARGET_S),
+        Row(f"hot.reaction_get.clients_{clients}", "Reaction Get",
+            "hot: counters via Cache.get_koos", counters_ours, hmget_bare, store="Redis",
+            target_p99=HOT_P99_TARGET_S),
+    ]
+
+
+# --- report -----------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.2f}"
+
+
+def verdicts(row: Row) -> str:
+    checks = row.checks()
+    if not checks:
+        return "-"
+    return "; ".join(("met" if ok else "**not met**") + f" ({what.rsplit(': ', 1)[1]})"
+                     for what, _, ok in checks)
+
+
+def table(rows: Sequence[Row]) -> str:
+    body = []
+    for row in rows:
+        has_bare = bool(row.samples["bare"])
+        body.append([
+            f"{row.operation}: {row.label}", str(row.clients), fmt_int(len(row.samples["ours"])),
+            ms(median(row.samples["ours"])), ms(row.p("ours", 99)),
+            ms(median(row.samples["bare"])) if has_bare else "-",
+            ms(row.p("bare", 99)) if has_bare else "-",
+            f"{row.ratio:.2f}x" if has_bare else "-",
+            f"{row.target_figure}" if row.target_figure is not None else "-",
+            verdicts(row),
+        ])
+    return markdown_table(
+        ["operation: the service's call", "clients", "calls", "ours p50", "ours p99",
+         "bare p50", "bare p99", "ours/bare p50", "Koo p50", "targets"], body)
+
+
+TITLE = "Koo's five operations through the data layer, and hot koos from Redis"
+
+
+def report(opts: Options, main: list[Row], single: list[Row], info: list[Row],
+           hot: list[Row], notes: list[str]) -> str:
+    """The bench's tables and notes (no top-level heading: the report nests them)."""
+    out = [f"### DynamoDB Local, {opts.clients} concurrent clients (ms)", "",
+           table(main), "",
+           "ours: the service's own store call (feed/store), timed from the call to the "
+           "decoded result. bare: aioboto3 on the same client, the same request built before "
+           "the clock starts. Interleaved in one run: each client alternates the two, the "
+           "order flipping every round. p99 is nearest-rank. Koo p50: Koo's published figure "
+           "at 10x concurrency, on DynamoDB itself (here: DynamoDB Local on a shared "
+           "machine, client and server on the same cores).", "",
+           "### The same at 1 client (context: no queueing behind other clients)", "",
+           table(single), "",
+           "### Around the data layer (no bare twin; for context)", "", table(info), "",
+           "### Hot koos from the Redis cache (ms)", "", table(hot), "",
+           "bare: one HMGET of the same hash and fields on a plain redis.asyncio client. "
+           "The service keeps a koo's reaction counters (likes, rekoos, comments) in the "
+           "koo's cache hash, so a hot Reaction Get is the same hash read as a hot Content "
+           "Get; the reaction list itself (GET /v1/koos/{id}/reactions) is always read from "
+           "DynamoDB (previous table).", ""]
+    out += [f"- {note}" for note in notes]
+    return "\n".join(out)
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+async def run(opts: Options) -> int:
+    started = time.monotonic()
+    command = command_line()
+    settings = Settings(
+        redis_url=opts.redis_url, dynamodb_endpoint=opts.dynamodb_endpoint,
+        table_prefix=f"bench{uuid.uuid4().hex[:8]}_", log_json=False, log_level="WARNING",
+    )
+    raw = Redis.from_url(opts.redis_url, decode_responses=True)
+    try:
+        env = await environment(raw, opts.redis_url, opts.dynamodb_endpoint)
+        if env["DynamoDB"].split(": ", 1)[1].startswith("not answering"):
+            print(f"DynamoDB does not answer at {opts.dynamodb_endpoint}: start it with "
+                  "`bash scripts/dynamodb-local.sh start 8766`", file=sys.stderr)
+            return 3
+        env["clients"] = f"{opts.clients} concurrent, {opts.rounds} timed calls each per loop"
+        await raw.flushdb()
+        async with open_services(settings) as services:
+            await services.cache.load_scripts()
+            with progress(f"creating tables {settings.table_prefix}*"):
+                await create_tables(services.stores.db)
+            try:
+                main, single, info, hot, checks = await measure_all(services, raw, opts)
+            finally:
+                with contextlib.suppress(Exception):
+                    await drop_tables(services.stores.db)
+        await raw.flushdb()
+    finally:
+        await raw.aclose()
+    elapsed = time.monotonic() - started
+    markdown = report(opts, main, single, info, hot, checks)
+    print(f"# {TITLE}\n")
+    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
+                         + [["command", f"`{command}`"]]))
+    print()
+    print(markdown)
+    print(f"\nTotal time: {elapsed:.0f} s.")
+    if opts.json:
+        write_json(opts.json, document(env, command, opts, main + single + info + hot,
+                                       markdown, checks, elapsed))
+    return 0
+
+
+def wanted(rows: list[Row], opts: Options) -> list[Row]:
+    return [r for r in rows if not opts.only or r.key.startswith(opts.only)]
+
+
+async def measure_rows(rows: list[Row], clients: int, rounds: int) -> None:
+    for row in rows:
+        with progress(f"{row.operation}: {row.label}, {clients} client(s)"):
+            await measure(row, clients, rounds)
+
+
+async def measure_all(
+    services: Services, raw: Redis, opts: Options
+) -> tuple[list[Row], list[Row], list[Row], list[Row], list[str]]:
+    with progress("seeding koos and reactions"):
+        data = await seed(services)
+    reader = Reader(services.manager)
+    main, prepare = dynamodb_rows(services, data, opts.clients, "m")
+    main = wanted(main, opts)
+    prepare(opts.rounds)
+    await measure_rows(main, opts.clients, opts.rounds)
+    single, prepare = dynamodb_rows(services, data, 1, "s")
+    single = wanted(single, opts)
+    for row in single:  # context only: Koo's figures are at 10x concurrency
+        row.target_figure, row.target_ratio = None, False
+    prepare(opts.rounds)
+    await measure_rows(single, 1, opts.rounds)
+    notes = [await check_counters(services, data, main + single)]
+    info = wanted(info_rows(services, reader, data, opts.clients), opts)
+    await measure_rows(info, opts.clients, opts.rounds)
+    await services.manager.koos(data.reacted)  # the hot koos: in the cache from here on
+    hot: list[Row] = []
+    for clients in (opts.clients, 1):
+        rows = wanted(hot_rows(services, reader, raw, data, clients), opts)
+        await measure_rows(rows, clients, opts.rounds * opts.clients // clients)
+        hot += rows
+    return main, single, info, hot, notes
+
+
+async def check_counters(services: Services, data: DataSet, rows: list[Row]) -> str:
+    """Every reaction write (ours and bare) must have moved a counter by one."""
+    koos = await services.stores.koos.get_many(data.reacted)
+    likes = sum(k.likes for k in koos.values())
+    writes = sum(r.written for r in rows if r.key == "reaction_write.transact")
+    expected = REACTED_KOOS * REACTIONS_PER_KOO + writes
+    if likes != expected:
+        raise RuntimeError(f"reaction counters add up to {likes}, expected {expected}")
+    return (f"Check: the reacted koos' like counters add up to {likes:,} = seeded + every "
+            f"reaction write made ({writes:,}: ours and bare, warm-up included).")
+
+
+def document(env: dict[str, str], command: str, opts: Options, rows: list[Row],
+             markdown: str, notes: list[str], elapsed: float) -> dict[str, Any]:
+    figures: dict[str, float | None] = {}
+    latency: dict[str, list[float]] = {}
+    for row in rows:
+        key = row.key if "clients_" in row.key else f"{row.key}.clients_{row.clients}"
+        figures[f"{key}.ours_p50_ms"] = median(row.samples["ours"]) * 1000
+        figures[f"{key}.ours_p99_ms"] = row.p("ours", 99) * 1000
+        label = f"{row.operation}: {row.label}, {row.clients} clients"
+        latency[label] = [x * 1000 for x in row.samples["ours"]]
+        if row.samples["bare"]:
+            figures[f"{key}.bare_p50_ms"] = median(row.samples["bare"]) * 1000
+            figures[f"{key}.bare_p99_ms"] = row.p("bare", 99) * 1000
+            figures[f"{key}.ours_over_bare"] = row.ratio
+            latency[f"{label}, bare"] = [x * 1000 for x in row.samples["bare"]]
+    return bench_document(
+        "koo_ops", TITLE, command, env, markdown, figures, latency_ms=latency,
+        targets=[target(t, m, ok) for row in rows for t, m, ok in row.checks()],
+        notes=notes, elapsed_s=elapsed,
+        data={"options": {"clients": opts.clients, "rounds": opts.rounds, "quick": opts.quick},
+              "rows": [row.as_json() for row in rows]},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
