@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from feed import metrics
 from feed.errors import FeedError, NotReady, StorageUnavailable, Unapplicable, ValidationFailed
-from feed.events import validate_event
+from feed.events import EVENT_TYPES, validate_event
 from workers._context import retry_later, services
 
 __all__ = ["apply_event"]
@@ -47,5 +48,7 @@ async def _dead_letter(ctx: dict[str, Any], dl_id: str, event: dict[str, Any], r
                        ) -> None:
     svc = services(ctx)
     log.error("event dead-lettered", extra={"event_id": event.get("event_id"), "reason": reason})
+    kind = event.get("type")
+    metrics.EVENTS_APPLIED.labels(kind if kind in EVENT_TYPES else "invalid", "dead-lettered").inc()
     await svc.stores.dead_letters.add(dl_id, event, reason, attempts=int(ctx.get("job_try", 1)))
     await svc.stores.ledger.record(event, "dead-lettered")
