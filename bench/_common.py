@@ -27,14 +27,17 @@ __all__ = [
     "command_line",
     "cpu_model",
     "dynamodb_identity",
+    "dynamodb_local_pid",
     "environment",
     "fmt_int",
     "fmt_ms",
     "fmt_pct",
+    "machine_busy_seconds",
     "markdown_table",
     "median",
     "nproc",
     "percentile",
+    "process_cpu_seconds",
     "redis_db",
     "target",
     "version",
@@ -123,6 +126,40 @@ def dynamodb_identity(endpoint: str | None) -> str:
     if "Werkzeug" in server or "moto" in server.lower():
         return f"moto server ({server})"
     return f"unknown server ({server or 'no Server header'})"
+
+
+def dynamodb_local_pid(endpoint: str) -> int | None:
+    """The process scripts/dynamodb-local.sh started for ``endpoint``'s port, if it runs."""
+    port = urllib.parse.urlparse(endpoint).port
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((ROOT / ".cache" / f"dynamodb-local-{port}.pid").read_text().strip())
+        if Path(f"/proc/{pid}").exists():
+            return pid
+    return None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (Linux) has used so far; NaN if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return math.nan
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle, not waiting on I/O)
+    since boot, all processes together (Linux); NaN if unknown."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return math.nan
+    ticks = [int(x) for x in first[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    busy = sum(ticks[:8]) - idle  # guest time is already counted in user time
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _local_jar(endpoint: str) -> str:
