@@ -235,7 +235,7 @@ def service_env(settings: Any, **extra: str) -> dict[str, str]:
         "FEED_API_TOKENS": ",".join(settings.api_tokens),
         "FEED_CELEBRITY_FOLLOWERS": str(settings.celebrity_followers),
         "FEED_LOG_LEVEL": "WARNING",
-        "FEED_LOG_JSON": "false",
+        "FEED_LOG_JSON": "true",  # the log files keep the extra fields (errors)
         "FEED_WORKER_METRICS_PORT": "0",
     })
     env.update(extra)
