@@ -52,6 +52,8 @@ from feed._embedded import free_port
 from feed.cache import Cache
 
 KOO_ID_CHARS = string.digits + "ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in a ULID
+# Stream-Framework's feeds keep 100 entries (its max_length); 800 is the service's cap only.
+SF_MAX_ENTRIES = 200
 DESIGN_SF = {"listpack": "~52", "skiplist": "136-146"}
 
 
@@ -196,7 +198,7 @@ async def run(args: argparse.Namespace) -> int:
             with progress(f"memory: service, {timelines:,} timelines x {entries}"):
                 ours.append(await measure_service(redis, cache, timelines, entries,
                                                   args.id_length, settings.active_days * 86_400))
-            if sf is not None:
+            if sf is not None and entries <= SF_MAX_ENTRIES:
                 with progress(f"memory: Stream-Framework, {timelines:,} x {entries}"):
                     await redis.flushdb()
                     theirs.append(await sf.memory(timelines, entries))
@@ -204,7 +206,8 @@ async def run(args: argparse.Namespace) -> int:
     figures: dict[str, float | None] = {}
     targets: list[dict[str, Any]] = []  # DESIGN.md sets no memory target
     rows = []
-    for i, m in enumerate(ours):
+    by_size = {s["entries"]: s for s in theirs}
+    for m in ours:
         e = m["entries"]
         figures[f"service.{e}.memory_usage_bytes"] = m["memory_usage_bytes_per_entry"]
         figures[f"service.{e}.used_memory_delta_bytes"] = m["used_memory_delta_bytes_per_entry"]
@@ -212,8 +215,8 @@ async def run(args: argparse.Namespace) -> int:
                f"{m['memory_usage_bytes_per_entry']:.1f}",
                f"{m['used_memory_delta_bytes_per_entry']:.1f}", "-"]
         rows.append(row)
-        if i < len(theirs):
-            s = theirs[i]
+        if e in by_size:
+            s = by_size[e]
             figures[f"sf.{e}.memory_usage_bytes"] = s["memory_usage_bytes_per_entry"]
             figures[f"sf.{e}.used_memory_delta_bytes"] = s["used_memory_delta_bytes_per_entry"]
             ratio = m["memory_usage_bytes_per_entry"] / s["memory_usage_bytes_per_entry"]
