@@ -4,6 +4,7 @@
 #   make demo    the embedded demo (no services needed); DEMO_ARGS=--serve keeps the API up
 #   make test    ruff, mypy, then pytest on moto and on DynamoDB Local; PYTEST_ARGS=... for both runs
 #   make lint    ruff check and mypy only
+#   make bench   every benchmark and the report in bench/out/ (BENCH_ARGS=--quick: a short run)
 #   make clean   build and tool caches; make distclean also removes .venv and .cache
 
 PYTHON ?= python3
@@ -30,6 +31,11 @@ lint:
 	bash scripts/venv.sh test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+.PHONY: bench
+bench:
+	bash scripts/venv.sh bench
+	$(VENV)/bin/python -m bench.report $(BENCH_ARGS)
 
 clean:
 	-bash scripts/dynamodb-local.sh stop
