@@ -303,10 +303,18 @@ class Run:
     def rate(self) -> float:
         return self.entries / self.delivered_s
 
+    @property
+    def per_cpu_second(self) -> float:
+        """Entries per CPU second of the parties doing the work (workers, Redis, DynamoDB
+        Local): a figure that other load on the machine moves much less than entries/s."""
+        cores = sum(v for k, v in self.cpu.items() if k != "whole machine")
+        return self.entries / (cores * self.delivered_s)
+
     def as_json(self) -> dict[str, Any]:
         return {"workers": self.workers, "entries": self.entries,
                 "delivered_s": self.delivered_s, "drained_s": self.drained_s,
-                "entries_per_s": self.rate, "cores_used": self.cpu,
+                "entries_per_s": self.rate, "entries_per_cpu_s": self.per_cpu_second,
+                "cores_used": self.cpu,
                 "exit_codes": self.exit_codes, "load_average_at_start": self.load}
 
 
@@ -433,6 +441,7 @@ def summary(runs: list[Run], n: int) -> dict[str, float]:
     for key in mine[0].cpu:
         cores[key] = median([r.cpu[key] for r in mine])
     return {"runs": len(mine), "entries": entries, "rate": entries / seconds,
+            "per_cpu_s": median([r.per_cpu_second for r in mine]),
             "delivered_s": median([r.delivered_s for r in mine]),
             "drained_s": median([r.drained_s for r in mine]),
             **{f"cores {k}": v for k, v in cores.items()}}
@@ -450,7 +459,7 @@ def report(opts: Options, graph: Graph, runs: list[Run], load_s: float, cores: i
             str(n), str(cores), str(int(s["runs"])), fmt_int(s["entries"] / s["runs"]),
             f"{s['delivered_s']:.1f} s", fmt_int(s["rate"]), f"{s['rate'] / base:.2f}x",
             f"{s['drained_s']:.1f} s",
-            *(f"{s[k]:.2f}" for k in cpu_keys),
+            *(f"{s[k]:.2f}" for k in cpu_keys), fmt_int(s["per_cpu_s"]),
         ])
     sizes = ", ".join(f"{len(f):,}" for f in graph.authors.values())
     out = [
@@ -463,20 +472,26 @@ def report(opts: Options, graph: Graph, runs: list[Run], load_s: float, cores: i
         markdown_table(
             ["worker processes", "machine cores", "runs", "entries per run",
              "fan-out time (median)", "entries/s", "vs 1 process", "queue drain (median)",
-             *(f"cores used: {k.removeprefix('cores ')}" for k in cpu_keys)], rows),
+             *(f"cores used: {k.removeprefix('cores ')}" for k in cpu_keys),
+             "entries per CPU second"], rows),
         "",
         "entries/s: entries of every run of the setting / their fan-out times (publish "
         "until every koo's fan-out is marked done). Queue drain: publish until the realtime "
         "queue is empty with no job in progress. Cores used: CPU seconds of the worker "
         "processes, the DynamoDB Local JVM and the Redis server during the fan-out / its "
         "wall time (medians over runs); whole machine: every process on it, this "
-        "benchmark's own (it publishes, then polls every 20 ms) and any other included.",
+        "benchmark's own (it publishes, then polls every 20 ms) and any other included. "
+        "Entries per CPU second: entries / CPU seconds of the workers, Redis and DynamoDB "
+        "Local together (median over runs): how much work each entry costs, whatever share "
+        "of the machine the run got.",
         "", "### Every run", "",
         markdown_table(
-            ["run", "worker processes", "entries/s", "fan-out time", "queue drain",
-             "whole machine busy (cores)", "load average at start (1, 5, 15 min)"],
-            [[str(i), str(r.workers), fmt_int(r.rate), f"{r.delivered_s:.1f} s",
-              f"{r.drained_s:.1f} s", f"{r.cpu.get('whole machine', math.nan):.2f}", r.load]
+            ["run", "worker processes", "entries/s", "entries per CPU second", "fan-out time",
+             "queue drain", "whole machine busy (cores)",
+             "load average at start (1, 5, 15 min)"],
+            [[str(i), str(r.workers), fmt_int(r.rate), fmt_int(r.per_cpu_second),
+              f"{r.delivered_s:.1f} s", f"{r.drained_s:.1f} s",
+              f"{r.cpu.get('whole machine', math.nan):.2f}", r.load]
              for i, r in enumerate(runs, start=1)]),
     ]
     figures: dict[str, float | None] = {}
@@ -485,6 +500,7 @@ def report(opts: Options, graph: Graph, runs: list[Run], load_s: float, cores: i
         figures[f"scaling.workers_{n}.entries_per_s"] = s["rate"]
         figures[f"scaling.workers_{n}.fanout_ms"] = s["delivered_s"] * 1000
         figures[f"scaling.workers_{n}.drain_ms"] = s["drained_s"] * 1000
+        figures[f"scaling.workers_{n}.entries_per_cpu_s"] = s["per_cpu_s"]
         figures[f"scaling.workers_{n}.rate_over_workers_{opts.workers[0]}"] = s["rate"] / base
     throughput = {"entries/s": {str(n): per[n]["rate"] for n in opts.workers}}
     return "\n".join(out), figures, throughput
