@@ -8,7 +8,9 @@
 Options: ``--dynamodb-endpoint URL`` (default http://127.0.0.1:8766), ``--redis-url URL``
 (the hot cache's database, default redis://127.0.0.1:6379/5: **flushed** at the start and
 the end; database 0 is refused), ``--clients N`` (default 10: Koo's "10x concurrency"),
-``--rounds N`` (calls per client and loop; default 200, --quick 60), ``--json PATH``.
+``--rounds N`` (calls per client and loop; default 200, --quick 60), ``--only KEYS``
+(comma-separated row-key prefixes such as ``content_get,hot``: to profile one operation
+with py-spy), ``--json PATH``.
 
 Koo published, for DynamoDB at 10x concurrency: Reaction Get 4.42 ms, Reaction Write
 5.42 ms, Content Get 4.26 ms, Content Creator Get 6.24 ms, Content Write 5.71 ms. Each
@@ -32,9 +34,11 @@ alternates the service's call and the bare one, the order flipping every round, 
 neighbour on this shared machine hits both alike. Then the hot path: a koo and its reaction
 counters as the read API hydrates them from the Redis cache (``Reader.koo`` and
 ``Cache.get_koos``) beside a bare HMGET of the same hash, at ``--clients`` and at one
-client. Two informational rows have no bare twin: the whole ``reaction_added`` apply
-(ledger check, koo read, transaction, ledger record, cache update) and ``Reader.reactions``
-(the route's code: koo from the cache, page from DynamoDB).
+client. The DynamoDB rows run once more at one client, as context (the latency of a call
+with no other client queued in front of it). Two informational rows have no bare twin:
+the whole ``reaction_added`` apply (ledger check, koo read, transaction, ledger record,
+cache update) and ``Reader.reactions`` (the route's code: koo from the cache, page from
+DynamoDB).
 
 Tables are created under a fresh ``bench<hex>_`` prefix and dropped at the end.
 """
@@ -170,6 +174,7 @@ class Row:
     target_p99: float | None = None  # seconds, for the hot reads
     samples: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "bare": []})
     written: int = 0  # items the calls returned or wrote, warm-up included
+    calls_per_s: float = math.nan  # every call of the loop (ours and bare) / its wall time
     items: dict[str, int] = field(default_factory=lambda: {"ours": 0, "bare": 0})
 
     def p(self, which: str, q: float) -> float:
@@ -238,7 +243,10 @@ async def measure(row: Row, clients: int, rounds: int) -> None:
                     row.samples[which].append(elapsed)
                     row.items[which] += got
 
+    started = time.perf_counter()
     await asyncio.gather(*(client(c) for c in range(clients)))
+    row.calls_per_s = clients * (rounds + WARMUP_ROUNDS) * len(calls) / (
+        time.perf_counter() - started)
     if row.bare is not None and row.items["ours"] != row.items["bare"]:
         raise RuntimeError(f"{row.operation} ({row.label}): the service's calls returned "
                            f"{row.items['ours']} items, the bare ones {row.items['bare']}")
@@ -662,7 +670,7 @@ async def measure_all(
         row.target_figure, row.target_ratio = None, False
     prepare(opts.rounds)
     await measure_rows(single, 1, opts.rounds)
-    notes = [await check_counters(services, data, main + single)]
+    notes = [await check_counters(services, data, main + single), *queueing(main, single)]
     info = wanted(info_rows(services, reader, data, opts.clients), opts)
     await measure_rows(info, opts.clients, opts.rounds)
     await services.manager.koos(data.reacted)  # the hot koos: in the cache from here on
@@ -672,6 +680,24 @@ async def measure_all(
         await measure_rows(rows, clients, opts.rounds * opts.clients // clients)
         hot += rows
     return main, single, info, hot, notes
+
+
+def queueing(main: list[Row], single: list[Row]) -> list[str]:
+    """What the 10-client latency is made of: the same call alone, and the throughput."""
+    alone = {r.key: r for r in single}
+    out = []
+    for row in main:
+        one = alone.get(row.key)
+        if one is None:
+            continue
+        out.append(
+            f"{row.operation} ({row.key}): {median(one.samples['ours']) * 1000:.2f} ms p50 "
+            f"at 1 client; at {row.clients} clients the process made "
+            f"{row.calls_per_s:,.0f} calls/s in all, so each client waited about "
+            f"{row.clients / row.calls_per_s * 1000:.1f} ms per call "
+            f"(measured p50 {median(row.samples['ours']) * 1000:.2f} ms)."
+        )
+    return out
 
 
 async def check_counters(services: Services, data: DataSet, rows: list[Row]) -> str:
