@@ -11,6 +11,7 @@ __all__ = [
     "EVENTS_APPLIED",
     "FANOUT_ENTRIES",
     "FANOUT_LAG",
+    "LOOP_LAG",
     "QUEUE_DEPTH",
     "REQUEST_LATENCY",
 ]
@@ -53,3 +54,8 @@ EVENTS_APPLIED = Counter(
     ["type", "outcome"],
 )
 QUEUE_DEPTH = Gauge("feed_queue_depth", "Jobs waiting in each arq queue.", ["queue"])
+LOOP_LAG = Histogram(
+    "feed_event_loop_lag_seconds",
+    "How late the process's event loop wakes a sampler that sleeps 50 ms (the API's).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

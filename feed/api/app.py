@@ -33,6 +33,17 @@ __all__ = ["app_from_env", "create_app"]
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 1.0
+LOOP_LAG_INTERVAL_SECONDS = 0.05
+
+
+async def sample_loop_lag(interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
+    """Record how late the event loop wakes a sleeper: the wait every request sees on top
+    of its own work when something blocks the loop (feed_event_loop_lag_seconds)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.sleep(interval)
+        metrics.LOOP_LAG.observe(max(0.0, loop.time() - started - interval))
 
 
 async def healthz(request: Request) -> Response:
@@ -159,6 +170,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             app.state.services = svc
             app.state.reader = Reader(svc.manager)
             app.state.publisher = svc.publisher
+            sampler = asyncio.create_task(sample_loop_lag())
+            stack.callback(sampler.cancel)
             yield
 
     route_list = [
