@@ -94,6 +94,7 @@ from bench._load import (
     make_graph,
     run_open_loop,
     service_env,
+    wait_quiet,
     warm_feeds,
     wrk_available,
     wrk_closed_loop,
@@ -351,6 +352,7 @@ async def http_parts(opts: Options, settings: Settings, users: list[str],
                 out["closed"] = await closed_loop_python(
                     base, token, users, connections=opts.connections,
                     seconds=opts.closed_seconds)
+        await wait_quiet(base)
         reads = Stream("reads", "feed", tuple(users))
         with progress(f"http: open loop, {opts.open_rate:.0f}/s for {opts.open_seconds:.0f} s"):
             hit = await run_open_loop(
@@ -360,6 +362,7 @@ async def http_parts(opts: Options, settings: Settings, users: list[str],
                            "statuses": hit.statuses.get("reads", {}),
                            "sender_lateness_max_ms": hit.lateness_ms_max,
                            "samples": hit.all_latencies("reads")}
+        await wait_quiet(base)
         await cache.flushdb()
         seconds = len(users) / opts.open_rate
         once = Stream("first reads", "feed", tuple(users), distinct=True)
@@ -548,8 +551,9 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
         rows = [
             [f"closed loop, {opts.connections} connections ({closed['tool']})",
              f"{closed['requests']:,} in {closed['seconds']:.0f} s",
-             f"{fmt_int(closed['rps'])}/s", ms(closed["p50_ms"]), ms(closed["p99_ms"]),
-             ms(closed["max_ms"]), f"{closed['errors']} errors"],
+             f"{fmt_int(closed['ok_rps'])}/s answered 200", ms(closed["p50_ms"]),
+             ms(closed["p99_ms"]), ms(closed["max_ms"]),
+             f"{closed['requests'] - closed['errors']:,}/{closed['requests']:,} 200"],
             [f"open loop {opts.open_rate:.0f}/s, cache hit (bench._load)",
              f"{open_hit['n']:,} in {opts.open_seconds:.0f} s", f"{opts.open_rate:.0f}/s",
              ms(open_hit["p50_ms"]), ms(open_hit["p99_ms"]), ms(open_hit["max_ms"]),
@@ -567,16 +571,26 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
                 "every request it delays; the sender itself fell at most "
                 f"{open_hit['sender_lateness_max_ms']:.1f} ms (hit) and "
                 f"{open_miss['sender_lateness_max_ms']:.1f} ms (loss) behind schedule."]
+        hit_ok = open_hit["statuses"].get("200", 0) == open_hit["n"]
+        miss_ok = open_miss["statuses"].get("200", 0) == open_miss["n"]
         targets += [
-            target(f"HTTP closed loop, {opts.connections} clients ≥ 1,000 requests/s",
-                   f"{fmt_int(closed['rps'])}/s", closed["rps"] >= CLOSED_RPS_TARGET),
-            target(f"HTTP open loop at {opts.open_rate:.0f}/s: p99 ≤ 10 ms",
-                   ms(open_hit["p99_ms"]), open_hit["p99_ms"] <= OPEN_P99_TARGET_MS),
-            target(f"after a cache loss, {opts.open_rate:.0f}/s: p99 ≤ 50 ms",
-                   ms(open_miss["p99_ms"]), open_miss["p99_ms"] <= MISS_P99_TARGET_MS),
+            target(f"HTTP closed loop, {opts.connections} clients ≥ 1,000 requests/s "
+                   "(answered 200)", f"{fmt_int(closed['ok_rps'])}/s",
+                   closed["ok_rps"] >= CLOSED_RPS_TARGET),
+            target(f"HTTP open loop at {opts.open_rate:.0f}/s: p99 ≤ 10 ms, every answer 200",
+                   f"{ms(open_hit['p99_ms'])}, {ok_status(open_hit['statuses'])} 200",
+                   open_hit["p99_ms"] <= OPEN_P99_TARGET_MS and hit_ok),
+            target(f"after a cache loss, {opts.open_rate:.0f}/s: p99 ≤ 50 ms, every answer "
+                   "200", f"{ms(open_miss['p99_ms'])}, {ok_status(open_miss['statuses'])} 200",
+                   open_miss["p99_ms"] <= MISS_P99_TARGET_MS and miss_ok),
         ]
+        if not (hit_ok and miss_ok) or closed["errors"]:
+            notes.append("answers other than 200 are counted in the latencies (they are "
+                         "the time the client waited); the API answers 503 when a read "
+                         "takes longer than its bound, which an overloaded server does")
         figures.update({
-            "http.closed.requests_per_s": closed["rps"], "http.closed.p99_ms": closed["p99_ms"],
+            "http.closed.requests_per_s": closed["ok_rps"],
+            "http.closed.all_answers_per_s": closed["rps"], "http.closed.p99_ms": closed["p99_ms"],
             "http.closed.p50_ms": closed["p50_ms"],
             "http.open_hit.p50_ms": open_hit["p50_ms"], "http.open_hit.p99_ms": open_hit["p99_ms"],
             "http.open_miss.p50_ms": open_miss["p50_ms"],
