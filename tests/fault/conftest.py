@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +85,22 @@ class DynamoDBLocal:
         self._script("stop")
 
 
-@pytest.fixture
-def own_dynamodb_local(tmp_path: Path) -> Iterator[DynamoDBLocal]:
-    """A DynamoDB Local of this test's own on a free port; always stopped afterwards."""
-    instance = DynamoDBLocal(tmp_path / "dynamodb-data")
+@contextlib.contextmanager
+def dynamodb_local(data_dir: Path) -> Iterator[DynamoDBLocal]:
+    """Start a DynamoDB Local of one's own; always stopped afterwards."""
+    instance = DynamoDBLocal(data_dir)
     instance.start()
     try:
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture
+def own_dynamodb_local(tmp_path: Path) -> Iterator[DynamoDBLocal]:
+    """A DynamoDB Local of this test's own on a free port; always stopped afterwards."""
+    with dynamodb_local(tmp_path / "dynamodb-data") as instance:
+        yield instance
 
 
 async def flush_test_redis() -> None:
@@ -106,27 +113,22 @@ async def flush_test_redis() -> None:
             await redis.aclose()
 
 
-@pytest.fixture
-def fault_settings() -> Callable[..., Any]:
-    """``await fault_settings(endpoint, **overrides)``: settings over ``endpoint`` with
-    short storage timeouts, fresh tables created, this suite's Redis databases flushed."""
-
-    async def build(endpoint: str, **overrides: Any) -> Settings:
-        options: dict[str, Any] = {
-            "dynamodb_connect_timeout": 0.5,
-            "dynamodb_read_timeout": 2.0,
-            "dynamodb_max_attempts": 1,
-            "redis_timeout": 0.5,
-            "worker_metrics_port": 0,
-            **overrides,
-        }
-        settings = make_settings(endpoint, **options)
-        async with open_dynamo(settings) as db:
-            await create_tables(db)
-        await flush_test_redis()
-        return settings
-
-    return build
+async def fault_settings(endpoint: str, **overrides: Any) -> Settings:
+    """Settings over ``endpoint`` with short storage timeouts, fresh tables created, and
+    this suite's Redis databases flushed."""
+    options: dict[str, Any] = {
+        "dynamodb_connect_timeout": 0.5,
+        "dynamodb_read_timeout": 2.0,
+        "dynamodb_max_attempts": 1,
+        "redis_timeout": 0.5,
+        "worker_metrics_port": 0,
+        **overrides,
+    }
+    settings = make_settings(endpoint, **options)
+    async with open_dynamo(settings) as db:
+        await create_tables(db)
+    await flush_test_redis()
+    return settings
 
 
 # Settings the fault fixtures change, passed on to a `feed worker` process as FEED_<NAME>
