@@ -73,12 +73,14 @@ from bench._load import (
     Segment,
     Stream,
     api_process,
+    closed_loop_python,
     free_port,
     load_graph,
     make_graph,
     run_open_loop,
     sampling,
     service_env,
+    wait_quiet,
     warm_feeds,
     worker_process,
 )
@@ -220,16 +222,18 @@ async def missing_profiles(services: Any, user_ids: Sequence[str]) -> list[str]:
 
 
 async def wait_profiles(services: Any, user_ids: Sequence[str], limit_s: float
-                        ) -> tuple[float | None, list[str]]:
-    """Poll until every profile is readable: (seconds, missing at the end)."""
+                        ) -> tuple[float | None, list[str], int]:
+    """Poll until every profile is readable: (seconds, missing at the end, passes made)."""
     started = time.time()
     missing = list(user_ids)
+    passes = 0
     while True:
         missing = await missing_profiles(services, missing)
+        passes += 1
         if not missing:
-            return time.time() - started, []
+            return time.time() - started, [], passes
         if time.time() - started > limit_s:
-            return None, missing
+            return None, missing, passes
         await asyncio.sleep(0.5)
 
 
@@ -325,6 +329,9 @@ async def run(opts: Options) -> int:
 
 async def spike(opts: Options, base: str, token: str, users: list[str], prefix: str,
                 queue: Redis, services: Any) -> dict[str, Any]:
+    with progress("warm-up over HTTP (closed loop, 3 s)"):
+        await closed_loop_python(base, token, users, connections=4, seconds=3)
+        await wait_quiet(base)
     streams = [Stream("reads", "feed", tuple(users)), Stream("signups", "signup", prefix=prefix)]
     segments = [Segment(p, opts.seconds(p), opts.rates(p)) for p in PHASES]
     total = sum(opts.seconds(p) for p in PHASES)
@@ -340,8 +347,8 @@ async def spike(opts: Options, base: str, token: str, users: list[str], prefix: 
     burst_end = load.started_at + opts.before + opts.burst
     drain_after_burst = None if drained is None else ended + drained - burst_end
     with progress(f"checking {len(load.accepted_ids):,} accepted signups in DynamoDB"):
-        visible_s, missing = await wait_profiles(services, load.accepted_ids,
-                                                 opts.drain_limit if drained is None else 10.0)
+        visible_s, missing, passes = await wait_profiles(
+            services, load.accepted_ids, opts.drain_limit if drained is None else 10.0)
     out: dict[str, Any] = {"reads": {}, "signups": {}}
     for stream in ("reads", "signups"):
         for phase in PHASES:
@@ -360,7 +367,8 @@ async def spike(opts: Options, base: str, token: str, users: list[str], prefix: 
         "queue_depth_max": max((d for _, d, _ in depth_series), default=0),
         "queue_depth_series": depth_series,
         "drain_after_run_s": drained, "drain_after_burst_s": drain_after_burst,
-        "profiles_visible_after_drain_s": visible_s, "schedule_s": total,
+        "profiles_visible_after_drain_s": visible_s, "profile_check_passes": passes,
+        "schedule_s": total,
         "sender_lateness_max_ms": load.lateness_ms_max,
     })
     return out
@@ -395,8 +403,11 @@ def report(opts: Options, r: dict[str, Any]
         ["drain: end of the burst -> queue empty, nothing running",
          secs(r["drain_after_burst_s"])],
         ["drain: end of the run -> queue empty, nothing running", secs(r["drain_after_run_s"])],
-        ["then until every accepted signup's profile was readable",
-         secs(r["profiles_visible_after_drain_s"])],
+        ["every accepted signup's profile readable after the drain",
+         "at the first check (it took " + secs(r["profiles_visible_after_drain_s"]) + ")"
+         if r["profile_check_passes"] == 1 else
+         f"after {secs(r['profiles_visible_after_drain_s'])} "
+         f"({r['profile_check_passes']} checks)"],
         ["signups sent / accepted (202)", f"{r['sent'].get('signups', 0):,} / "
          f"{r['accepted']:,}"],
         ["accepted signups missing from DynamoDB afterwards", f"**{r['missing']:,}**"],
@@ -417,7 +428,9 @@ def report(opts: Options, r: dict[str, Any]
                               [[t["target"], str(t["measured"]), verdict(t["met"])]
                                for t in targets]))
     if read_bad:
-        out += ["", f"- {read_bad} reads were not answered 200."]
+        out += ["", f"- {read_bad} reads were not answered 200 (their latency is counted: "
+                "it is what the client waited); the API answers 503 when a read takes "
+                "longer than its bound, which an overloaded server does."]
     figures: dict[str, float | None] = {
         "reads.before.p99_ms": r["reads"]["before"]["p99_ms"],
         "reads.burst.p99_ms": burst_p99, "reads.burst.p50_ms": r["reads"]["burst"]["p50_ms"],
