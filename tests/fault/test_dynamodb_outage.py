@@ -173,6 +173,9 @@ async def publish_during_outage(setup: Setup, followers_before: int) -> Outage:
     """A new koo (to fan out), a new follower and a like of a koo nobody liked yet; the
     API takes them (202) within 1 s."""
     client, world = setup.client, setup.world
+    # A reader nobody has read yet for each outage (an earlier one's is cached by now).
+    world.cold = world.followers[1 + 2 * (len(world.published) // 4)]
+    assert not await setup.svc.cache.is_cached(world.cold)
     outage = Outage(uid("n"), uid("k"), world.koos[len(world.published) // 4 + 1],
                     followers_before)
     events = [
