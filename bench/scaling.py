@@ -298,6 +298,7 @@ class Run:
     cpu: dict[str, float]  # cores used while delivering: CPU seconds / wall seconds
     exit_codes: list[int | None]
     load: str  # the load average when the run started
+    lag: str  # the queue's content, last seen busy after the fan-out was done ("" if never)
 
     @property
     def rate(self) -> float:
@@ -315,7 +316,8 @@ class Run:
                 "delivered_s": self.delivered_s, "drained_s": self.drained_s,
                 "entries_per_s": self.rate, "entries_per_cpu_s": self.per_cpu_second,
                 "cores_used": self.cpu,
-                "exit_codes": self.exit_codes, "load_average_at_start": self.load}
+                "exit_codes": self.exit_codes, "load_average_at_start": self.load,
+                "queue_after_fanout": self.lag}
 
 
 class CpuMeter:
@@ -354,6 +356,18 @@ async def queue_idle(services: Services) -> bool:
     return True
 
 
+async def queue_snapshot(services: Services) -> str:
+    """What keeps the queue busy: the first queued job ids (when due) and those in progress."""
+    redis = services.queue_redis
+    now_ms = time.time() * 1000
+    queued = await redis.zrange(keys.QUEUES[REALTIME], 0, 4, withscores=True)
+    waiting = [f"{m.decode()} (due {(score - now_ms) / 1000:+.1f} s)" for m, score in queued]
+    running = [k.decode().removeprefix("arq:in-progress:")
+               async for k in redis.scan_iter(match="arq:in-progress:*", count=1000)]
+    return (f"queued: {', '.join(waiting) or 'none'}; in progress: "
+            f"{', '.join(running[:5]) or 'none'}")
+
+
 async def one_run(services: Services, graph: Graph, opts: Options, n: int, index: int,
                   log_dir: Path, dynamodb_pid: int | None, redis_cpu: Redis) -> Run:
     with progress(f"run {index}: resetting {len(graph.active):,} cached timelines"):
@@ -373,7 +387,8 @@ async def one_run(services: Services, graph: Graph, opts: Options, n: int, index
             cpu0 = await meter.read()
             started = time.perf_counter()
             await services.publisher.publish(events)
-            delivered = drained = math.nan
+            delivered = drained = next_look = math.nan
+            lag = ""  # what was still in the queue after the fan-out was done, if anything
             deadline = started + RUN_TIMEOUT
             quiet = 0
             while time.perf_counter() < deadline:
@@ -381,6 +396,7 @@ async def one_run(services: Services, graph: Graph, opts: Options, n: int, index
                 if math.isnan(delivered) and await fanouts_done(services, koo_ids):
                     delivered = now
                     cpu1 = await meter.read()
+                    next_look = now
                 if await queue_idle(services):
                     quiet += 1
                     if quiet == 1:
@@ -389,6 +405,10 @@ async def one_run(services: Services, graph: Graph, opts: Options, n: int, index
                         break
                 else:
                     quiet, drained = 0, math.nan
+                    if not math.isnan(delivered) and now >= next_look:
+                        lag = f"{now - delivered:.1f} s after the fan-out: " + \
+                            await queue_snapshot(services)
+                        next_look = now + 1.0
                 await asyncio.sleep(0.02)
             else:
                 raise TimeoutError(f"{n} worker(s): fan-out not done in {RUN_TIMEOUT} s")
@@ -397,7 +417,7 @@ async def one_run(services: Services, graph: Graph, opts: Options, n: int, index
     cores = {k: (cpu1[k] - cpu0[k]) / delivered for k in cpu0}
     entries = graph.entries_per_koo_round * opts.koos
     await check_run(services, graph, opts, index)
-    return Run(n, entries, delivered, drained, cores, codes, load)
+    return Run(n, entries, delivered, drained, cores, codes, load, lag)
 
 
 async def check_run(services: Services, graph: Graph, opts: Options, index: int) -> None:
@@ -562,7 +582,9 @@ async def run(opts: Options) -> int:
     elapsed = time.monotonic() - started
     cores = nproc()
     markdown, figures, throughput = report(opts, graph, runs, load_s, cores)
-    notes = []
+    notes = [f"Run {i}: the queue drained {r.drained_s - r.delivered_s:.1f} s after the "
+             f"fan-out was done; last seen {r.lag}"
+             for i, r in enumerate(runs, start=1) if r.lag and r.drained_s > r.delivered_s + 1]
     if dynamodb_pid is None:
         notes.append("DynamoDB Local's CPU is not shown: its process was not started by "
                      "scripts/dynamodb-local.sh on this port.")
