@@ -19,6 +19,8 @@ from typing import Any
 from arq import Worker, cron
 from arq.worker import func
 from prometheus_client import start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import Settings
 from feed import keys, metrics
@@ -50,6 +52,7 @@ REALTIME_TIMEOUT = 30
 BACKFILL_TIMEOUT = 600
 SHUTDOWN_GRACE_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 5.0
+QUEUE_RECONNECT_SECONDS = 1.0
 
 
 def worker_functions(queue: str, settings: Settings) -> list[Any]:
@@ -137,7 +140,20 @@ async def run_workers(
         try:
             while True:
                 workers = [build_worker(settings, q, services, burst=burst) for q in queues]
-                await _run_until_stopped(workers, stop, burst=burst)
+                try:
+                    await _run_until_stopped(workers, stop, burst=burst)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    # The queue's Redis went away (a restart, a failover): arq's loop has
+                    # no reconnect, so start fresh workers once it answers again. Jobs cut
+                    # off are still on the queue and run again when arq's in-progress mark
+                    # expires.
+                    log.warning("queue Redis unreachable; restarting the workers",
+                                extra={"error": str(exc)})
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), QUEUE_RECONNECT_SECONDS)
+                    if stop.is_set():
+                        return
+                    continue
                 if not burst or stop.is_set() or not await _queues_busy(services, queues):
                     return
         finally:

@@ -15,13 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from feed._embedded import free_port
 
-__all__ = ["RedisServer", "spawn_worker", "stop_process", "tail", "worker_env"]
+__all__ = [
+    "RedisServer", "scrape_metric", "spawn_worker", "stop_process", "tail", "worker_env",
+]
 
 TOKEN = "test-token-123456"
 
@@ -61,6 +64,27 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     if process.poll() is None:
         process.kill()
     process.wait(timeout)
+
+
+async def scrape_metric(worker: subprocess.Popen[bytes], log: Path, port: int, name: str, *,
+                        wait: float = 10) -> float:
+    """The sum of one metric's samples from a worker's /metrics, waiting until it answers."""
+    deadline = time.monotonic() + wait
+    async with httpx.AsyncClient(timeout=5) as client:
+        while True:
+            assert worker.poll() is None, tail(log)
+            try:
+                reply = await client.get(f"http://127.0.0.1:{port}/metrics")
+                if reply.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no metrics on port {port}"
+            await asyncio.sleep(0.1)
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in reply.text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
 
 
 class RedisServer:

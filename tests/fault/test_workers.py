@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from arq.constants import result_key_prefix
@@ -27,7 +25,7 @@ from feed.models import User
 from feed.publisher import APPLY_EVENT
 from feed.services import Services
 from tests.conftest import uid
-from tests.fault._procs import spawn_worker, stop_process, tail
+from tests.fault._procs import scrape_metric, spawn_worker, stop_process, tail
 from tests.helpers import drain, follow, koo, now_ms, react
 
 pytestmark = pytest.mark.fault
@@ -72,27 +70,6 @@ async def _koo_item(services: Services, koo_id: str) -> dict[str, Any]:
     return await services.stores.koos.get(koo_id, consistent=True) or {}
 
 
-async def _scrape(worker: subprocess.Popen[bytes], log: Path, port: int, name: str, *,
-                  wait: float = 10) -> float:
-    """The sum of one metric's samples from a worker's /metrics, waiting until it answers."""
-    deadline = time.monotonic() + wait
-    async with httpx.AsyncClient(timeout=5) as client:
-        while True:
-            assert worker.poll() is None, tail(log)
-            try:
-                reply = await client.get(f"http://127.0.0.1:{port}/metrics")
-                if reply.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"no metrics on port {port}"
-            await asyncio.sleep(0.1)
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in reply.text.splitlines()
-        if line.startswith((name + "{", name + " "))
-    )
-
-
 def _stopping_jobs(log: Path) -> int | None:
     """How many jobs the worker said it was running when the signal came."""
     for line in log.read_text().splitlines():
@@ -130,7 +107,7 @@ async def test_sigterm_one_of_two_workers_mid_fanout(services: Services, tmp_pat
         # Both workers are up (a worker serves its metrics once its services are open)
         # before the koo comes.
         for worker, log, port in ((worker_a, log_a, ports[0]), (worker_b, log_b, ports[1])):
-            await _scrape(worker, log, port, "feed_fanout_entries_total", wait=60)
+            await scrape_metric(worker, log, port, "feed_fanout_entries_total", wait=60)
 
         koo_id = uid("k")
         await services.publisher.publish([koo(koo_id, author)])
@@ -157,7 +134,7 @@ async def test_sigterm_one_of_two_workers_mid_fanout(services: Services, tmp_pat
                 f"{len(item.get('fanout_done') or ())}/{total_chunks} chunks")
             await asyncio.sleep(0.2)
         finished_in = time.monotonic() - started
-        by_b = await _scrape(worker_b, log_b, ports[1], "feed_fanout_entries_total")
+        by_b = await scrape_metric(worker_b, log_b, ports[1], "feed_fanout_entries_total")
         worker_b.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker_b.wait, 40) == 0, tail(log_b)
     finally:
