@@ -13,6 +13,9 @@ from feed.store._dynamo import Dynamo
 
 __all__ = ["DeadLetters", "Ledger"]
 
+# Well under DynamoDB's 400 KB item limit even in 4-byte characters.
+MAX_PAYLOAD_CHARS = 32 * 1024
+
 
 class Ledger:
     """Which events have been applied, kept ``ledger_ttl_days`` (replays older than that
@@ -54,13 +57,21 @@ class DeadLetters:
         self.db = db
 
     async def add(self, dl_id: str, payload: Any, reason: str, *, attempts: int = 1) -> None:
-        await self.db.put(DEAD_LETTERS, {
+        """Record a payload that can never apply. A payload too big for one DynamoDB item
+        (400 KB) is kept as the start of its JSON text, with its full size."""
+        encoded = orjson.dumps(payload, default=repr).decode()
+        item: dict[str, Any] = {
             "dl_id": dl_id,
-            "payload": orjson.dumps(payload).decode(),
+            "payload": encoded,
             "reason": reason[:2000],
             "attempts": attempts,
             "failed_at": int(time.time() * 1000),
-        })
+        }
+        if len(encoded) > MAX_PAYLOAD_CHARS:
+            item["payload"] = orjson.dumps(encoded[:MAX_PAYLOAD_CHARS]).decode()
+            item["payload_truncated"] = True
+            item["payload_chars"] = len(encoded)
+        await self.db.put(DEAD_LETTERS, item)
 
     async def get(self, dl_id: str) -> dict[str, Any] | None:
         item = await self.db.get(DEAD_LETTERS, {"dl_id": dl_id}, consistent=True)
