@@ -44,6 +44,7 @@ __all__ = [
     "run_open_loop",
     "sampling",
     "service_env",
+    "source_revision",
     "wait_quiet",
     "warm_feeds",
     "worker_process",
@@ -64,6 +65,20 @@ def free_port() -> int:
     from feed._embedded import free_port as _free
 
     return _free()
+
+
+def source_revision() -> str:
+    """The commit the service's code was measured at, and whether feed/, workers/ or
+    config/ had uncommitted changes."""
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                             check=False)
+        return run.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "feed", "workers", "config")
+    return f"{commit}" + (" with uncommitted changes in feed/, workers/ or config/"
+                          if dirty else "")
 
 
 # --- the synthetic graph ----------------------------------------------------------------

@@ -94,6 +94,7 @@ from bench._load import (
     make_graph,
     run_open_loop,
     service_env,
+    source_revision,
     wait_quiet,
     warm_feeds,
     wrk_available,
@@ -409,6 +410,7 @@ async def run(opts: Options) -> int:
     queue = Redis.from_url(opts.queue_redis_url)
     cache = Redis.from_url(opts.cache_redis_url)
     env = await environment(cache, opts.cache_redis_url, opts.dynamodb_endpoint)
+    env["service code"] = source_revision()
     env["HTTP"] = (f"uvicorn {version('uvicorn')}, uvloop {version('uvloop')}, httptools "
                    f"{version('httptools')}, starlette {version('starlette')}; "
                    f"`feed api --workers {opts.api_workers}`")

@@ -80,6 +80,7 @@ from bench._load import (
     run_open_loop,
     sampling,
     service_env,
+    source_revision,
     wait_quiet,
     warm_feeds,
     worker_process,
@@ -266,6 +267,7 @@ async def run(opts: Options) -> int:
     queue = Redis.from_url(opts.queue_redis_url)
     cache = Redis.from_url(opts.cache_redis_url)
     env = await environment(cache, opts.cache_redis_url, opts.dynamodb_endpoint)
+    env["service code"] = source_revision()
     env["processes"] = (f"`feed api --workers {opts.api_workers}` (uvicorn {version('uvicorn')}, "
                         f"uvloop, httptools) and one `feed worker` (arq {version('arq')})")
     env["load generator"] = (f"bench._load open loop (aiohttp {version('aiohttp')}, uvloop, "
