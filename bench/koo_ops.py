@@ -6,8 +6,9 @@
     bash scripts/dynamodb-local.sh stop 8766
 
 Options: ``--dynamodb-endpoint URL`` (default http://127.0.0.1:8766), ``--redis-url URL``
-(the hot cache's database, default redis://127.0.0.1:6379/5: **flushed** at the start and
-the end; database 0 is refused), ``--clients N`` (default 10: Koo's "10x concurrency"),
+(default redis://127.0.0.1:6379/5) and ``--cache-redis-url URL`` (default: the same): the
+hot cache's database is **flushed** at the start and the end (database 0 is refused; the
+queue's is not used), ``--clients N`` (default 10: Koo's "10x concurrency"),
 ``--rounds N`` (calls per client and loop; default 200, --quick 60), ``--only KEYS``
 (comma-separated row-key prefixes such as ``content_get,hot``: to profile one operation
 with py-spy), ``--json PATH``.
@@ -111,6 +112,7 @@ Call = Callable[[int, int], Awaitable[int]]  # (client, round) -> items returned
 class Options:
     dynamodb_endpoint: str
     redis_url: str
+    cache_redis_url: str
     clients: int
     rounds: int
     quick: bool
@@ -138,18 +140,22 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--only", default="",
                         help="comma-separated row keys (prefixes) to run, e.g. "
                         "content_get,hot (for profiling one operation)")
+    parser.add_argument("--cache-redis-url", default=None,
+                        help="the hot cache's Redis database, if not --redis-url's (flushed!)")
     args = parser.parse_args(argv)
+    cache_url = args.cache_redis_url or args.redis_url
     try:
-        db = redis_db(args.redis_url)
+        db = redis_db(cache_url)
     except ValueError:
-        parser.error("--redis-url: cannot tell the database number")
+        parser.error("--redis-url / --cache-redis-url: cannot tell the database number")
     if db == 0:
-        parser.error("--redis-url must name a database other than 0 (it is flushed)")
+        parser.error("the cache's Redis database must not be 0 (it is flushed)")
     rounds = args.rounds if args.rounds is not None else (60 if args.quick else 200)
     if rounds < 1 or args.clients < 1:
         parser.error("--rounds and --clients must be at least 1")
     return Options(
         dynamodb_endpoint=args.dynamodb_endpoint.rstrip("/"), redis_url=args.redis_url,
+        cache_redis_url=cache_url,
         clients=args.clients, rounds=rounds, quick=args.quick, json=args.json,
         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
     )
@@ -606,12 +612,13 @@ async def run(opts: Options) -> int:
     started = time.monotonic()
     command = command_line()
     settings = Settings(
-        redis_url=opts.redis_url, dynamodb_endpoint=opts.dynamodb_endpoint,
+        redis_url=opts.redis_url, cache_redis_url=opts.cache_redis_url,
+        dynamodb_endpoint=opts.dynamodb_endpoint,
         table_prefix=f"bench{uuid.uuid4().hex[:8]}_", log_json=False, log_level="WARNING",
     )
-    raw = Redis.from_url(opts.redis_url, decode_responses=True)
+    raw = Redis.from_url(opts.cache_redis_url, decode_responses=True)
     try:
-        env = await environment(raw, opts.redis_url, opts.dynamodb_endpoint)
+        env = await environment(raw, opts.cache_redis_url, opts.dynamodb_endpoint)
         if env["DynamoDB"].split(": ", 1)[1].startswith("not answering"):
             print(f"DynamoDB does not answer at {opts.dynamodb_endpoint}: start it with "
                   "`bash scripts/dynamodb-local.sh start 8766`", file=sys.stderr)

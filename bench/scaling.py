@@ -148,8 +148,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         if db == 0:
             parser.error(f"--{name.replace('_', '-')} must name a database other than 0 "
                          "(it is flushed)")
-    if args.redis_url == args.cache_redis_url:
-        parser.error("--redis-url and --cache-redis-url must differ")
     koos = args.koos if args.koos is not None else (1 if args.quick else 2)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)
     if koos < 1 or repeat < 1 or not 0 < args.active_fraction <= 1:
@@ -321,19 +319,20 @@ class Run:
 
 
 class CpuMeter:
-    """CPU seconds of the workers, DynamoDB Local's JVM and the Redis server."""
+    """CPU seconds of the workers, DynamoDB Local's JVM and the Redis server(s)."""
 
-    def __init__(self, workers: Workers, dynamodb_pid: int | None, redis: Redis) -> None:
+    def __init__(self, workers: Workers, dynamodb_pid: int | None,
+                 redis_servers: Sequence[Redis]) -> None:
         self.workers = workers
         self.dynamodb_pid = dynamodb_pid
-        self.redis = redis
+        self.redis_servers = redis_servers  # one client per server (queue, cache)
 
     async def read(self) -> dict[str, float]:
-        info: dict[str, Any] = await self.redis.info("cpu")
-        out = {
-            "workers": self.workers.cpu_seconds(),
-            "Redis": float(info["used_cpu_user"]) + float(info["used_cpu_sys"]),
-        }
+        redis = 0.0
+        for server in self.redis_servers:
+            info: dict[str, Any] = await server.info("cpu")
+            redis += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        out = {"workers": self.workers.cpu_seconds(), "Redis": redis}
         if self.dynamodb_pid is not None:
             out["DynamoDB Local"] = process_cpu_seconds(self.dynamodb_pid)
         out["whole machine"] = machine_busy_seconds()
@@ -356,6 +355,12 @@ async def queue_idle(services: Services) -> bool:
     return True
 
 
+async def server_id(redis: Redis) -> str:
+    """Tells Redis servers apart (two databases of one server share it)."""
+    info: dict[str, Any] = await redis.info("server")
+    return str(info.get("run_id", ""))
+
+
 async def queue_snapshot(services: Services) -> str:
     """What keeps the queue busy: the first queued job ids (when due) and those in progress."""
     redis = services.queue_redis
@@ -369,7 +374,8 @@ async def queue_snapshot(services: Services) -> str:
 
 
 async def one_run(services: Services, graph: Graph, opts: Options, n: int, index: int,
-                  log_dir: Path, dynamodb_pid: int | None, redis_cpu: Redis) -> Run:
+                  log_dir: Path, dynamodb_pid: int | None, redis_cpu: Sequence[Redis]
+                  ) -> Run:
     with progress(f"run {index}: resetting {len(graph.active):,} cached timelines"):
         await create_timelines(services.cache.redis, graph.active,
                                services.settings.active_days * 86_400)
@@ -498,7 +504,7 @@ def report(opts: Options, graph: Graph, runs: list[Run], load_s: float, cores: i
         "entries/s: entries of every run of the setting / their fan-out times (publish "
         "until every koo's fan-out is marked done). Queue drain: publish until the realtime "
         "queue is empty with no job in progress. Cores used: CPU seconds of the worker "
-        "processes, the DynamoDB Local JVM and the Redis server during the fan-out / its "
+        "processes, the DynamoDB Local JVM and the Redis server(s) during the fan-out / its "
         "wall time (medians over runs); whole machine: every process on it, this "
         "benchmark's own (it publishes, then polls every 20 ms) and any other included. "
         "Entries per CPU second: entries / CPU seconds of the workers, Redis and DynamoDB "
@@ -555,6 +561,9 @@ async def run(opts: Options) -> int:
         await queue.flushdb()
         await cache.flushdb()
         dynamodb_pid = dynamodb_local_pid(opts.dynamodb_endpoint)
+        servers = [cache]
+        if await server_id(queue) != await server_id(cache):
+            servers.append(queue)
         async with open_services(settings) as services:
             with progress(f"creating tables {settings.table_prefix}*"):
                 await create_tables(services.stores.db)
@@ -566,7 +575,7 @@ async def run(opts: Options) -> int:
                 with tempfile.TemporaryDirectory(prefix="feed-scaling-") as logs:
                     for index, n in enumerate(settings_order(opts), start=1):
                         runs.append(await one_run(services, graph, opts, n, index,
-                                                  Path(logs), dynamodb_pid, cache))
+                                                  Path(logs), dynamodb_pid, servers))
                         print(f"[bench] run {index}: {n} worker(s): "
                               f"{runs[-1].rate:,.0f} entries/s, drained in "
                               f"{runs[-1].drained_s:.1f} s", file=sys.stderr, flush=True)
