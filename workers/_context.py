@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 from arq import Retry
@@ -13,7 +15,7 @@ from arq import Retry
 from feed.errors import NotReady, StorageUnavailable
 from feed.services import Services
 
-__all__ = ["retry_later", "retrying", "services"]
+__all__ = ["retry_later", "retrying", "services", "soft_deadline"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,24 @@ def retrying(
 
     @functools.wraps(job)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        ctx: dict[str, Any] = args[0]  # type: ignore[assignment]
         try:
-            return await job(*args, **kwargs)
+            async with soft_deadline(ctx):
+                return await job(*args, **kwargs)
         except StorageUnavailable as exc:
-            ctx: dict[str, Any] = args[0]  # type: ignore[assignment]
             raise retry_later(ctx, exc) from exc
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def soft_deadline(ctx: dict[str, Any]) -> AsyncIterator[None]:
+    """Give up a little before arq's own job timeout (``job_soft_timeout`` in the worker's
+    context), as a transient failure: arq fails a timed-out job for good and would drop
+    its work, while slow storage (a paused or overloaded DynamoDB) deserves a retry."""
+    limit = ctx.get("job_soft_timeout")
+    try:
+        async with asyncio.timeout(limit):
+            yield
+    except TimeoutError as exc:
+        raise StorageUnavailable(f"job ran past its {limit} s deadline", "JobTimeout") from exc

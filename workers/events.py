@@ -8,7 +8,7 @@ from typing import Any
 from feed import metrics
 from feed.errors import FeedError, NotReady, StorageUnavailable, Unapplicable, ValidationFailed
 from feed.events import EVENT_TYPES, validate_event
-from workers._context import retry_later, services
+from workers._context import retry_later, services, soft_deadline
 
 __all__ = ["apply_event"]
 
@@ -27,7 +27,8 @@ async def apply_event(ctx: dict[str, Any], raw: Any) -> str:
         await svc.stores.dead_letters.add(dl_id, raw, f"invalid event: {exc}")
         return "dead-lettered"
     try:
-        outcome = await svc.applier.apply(event)
+        async with soft_deadline(ctx):
+            outcome = await svc.applier.apply(event)
     except (StorageUnavailable, NotReady) as exc:
         if int(ctx.get("job_try", 1)) >= svc.settings.job_max_tries:
             await _dead_letter(ctx, dl_id, event, f"gave up after {ctx.get('job_try')} tries: "

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # kept short so a SIGKILLed fan-out chunk is redone within a minute.
 REALTIME_TIMEOUT = 30
 BACKFILL_TIMEOUT = 600
+SOFT_TIMEOUT_MARGIN = 5  # seconds before arq's job timeout that a job gives up and retries
 SHUTDOWN_GRACE_SECONDS = 20.0
 STOP_TIMEOUT_SECONDS = 5.0
 QUEUE_RECONNECT_SECONDS = 1.0
@@ -107,7 +108,11 @@ def build_worker(
         health_check_interval=10,
         job_serializer=serialize_job,
         job_deserializer=deserialize_job,
-        ctx={"services": services},
+        ctx={"services": services,
+             # Jobs give up a little before arq's own timeout and are retried later:
+             # arq fails a timed-out job for good, and would drop its work.
+             "job_soft_timeout": (REALTIME_TIMEOUT if realtime else BACKFILL_TIMEOUT)
+             - SOFT_TIMEOUT_MARGIN},
         log_results=False,
     )
 
@@ -200,8 +205,16 @@ async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event, *, burs
         if stuck:
             log.warning("worker loops did not stop in time", extra={"loops": len(stuck)})
         for worker in workers:
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.wait_for(worker.close(), STOP_TIMEOUT_SECONDS)
+            except asyncio.CancelledError:
+                # close() gathers the job tasks cancelled above and re-raises their
+                # cancellation; only a cancellation of this task itself goes on.
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:
+                log.debug("worker close failed", exc_info=True)
 
 
 _metrics_started = False
