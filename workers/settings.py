@@ -19,8 +19,7 @@ from typing import Any
 from arq import Worker, cron
 from arq.worker import func
 from prometheus_client import start_http_server
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from feed import keys, metrics
@@ -147,7 +146,7 @@ async def run_workers(
                 workers = [build_worker(settings, q, services, burst=burst) for q in queues]
                 try:
                     await _run_until_stopped(workers, stop, burst=burst)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                except (RedisError, OSError) as exc:
                     # The queue's Redis went away (a restart, a failover): arq's loop has
                     # no reconnect, so start fresh workers once it answers again. Jobs cut
                     # off are still on the queue and run again when arq's in-progress mark
