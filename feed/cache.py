@@ -267,9 +267,14 @@ class Cache:
         )
         if not got:
             return None
+        key = keys.timeline(reader)
+        if await self._guard(self.redis.zscore(key, keys.TIMELINE_READY)) is not None:
+            # Rebuilt by whoever held the lock just before: a reader who saw the miss
+            # earlier must not rebuild it a second time.
+            await self.release_rebuild(reader, token)
+            return None
         # From now on fan-out pushes into this set too, so nothing delivered during the
         # rebuild's read of DynamoDB is missed.
-        key = keys.timeline(reader)
         pipe = self.redis.pipeline(transaction=False)
         pipe.zadd(key, {keys.TIMELINE_BUILDING: math.inf})
         pipe.expire(key, self.active_ttl)
