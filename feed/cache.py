@@ -15,9 +15,9 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -29,7 +29,7 @@ from feed import keys, metrics
 from feed.errors import StorageUnavailable
 from feed.models import Koo
 
-__all__ = ["Cache", "RedisClient", "RelationSets", "TimelineWindow"]
+__all__ = ["Cache", "ReaderSnapshot", "RedisClient", "RelationSets", "TimelineWindow"]
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,23 @@ CLUSTER_CONCURRENCY = 64  # script calls in flight on a Redis Cluster
 _PUSH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-if redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1)) > 0 then
+if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[3]) then
   redis.call('ZREM', KEYS[1], '!all')
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[3]) + 1))
 end
 return 1
 """
 
 # Merge many entries into an existing timeline. KEYS[1]; ARGV: keep, score1, member1, ...
+# A set that outgrows ``keep`` loses its oldest entries, so it no longer holds the whole
+# history ('!all'; dropped first, so it does not count against ``keep``).
 _MERGE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 2, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+if redis.call('ZCARD', KEYS[1]) > tonumber(ARGV[1]) then
+  redis.call('ZREM', KEYS[1], '!all')
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -(tonumber(ARGV[1]) + 1))
+end
 return 1
 """
 
@@ -118,6 +124,7 @@ class TimelineWindow:
     ready: bool
     entries: list[tuple[str, int]]
     exhausted: bool  # the cached set holds nothing older than the last entry
+    complete: bool = False  # the cached set holds the reader's whole stored timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,32 @@ class RelationSets:
     def hidden(self) -> frozenset[str]:
         """Authors whose koos never appear for this reader."""
         return self.blocking | self.muting | self.blocked_by
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read(Generic[T]):
+    """One lookup as commands for a pipeline and a parser of their replies, so that
+    several lookups can share one round trip (:meth:`Cache.snapshot`)."""
+
+    queue: Callable[[Any], None]
+    size: int
+    parse: Callable[[list[Any]], T]
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSnapshot:
+    """What a feed page needs from the cache about its reader, read in one round trip;
+    None where the cache does not hold it."""
+
+    profile: dict[str, Any] | None
+    relations: RelationSets | None
+    affinity: dict[str, float] | None
+    celebrities: frozenset[str] | None
+    window: TimelineWindow
+    recommended: list[dict[str, Any]] | None
 
 
 class Cache:
@@ -199,6 +232,36 @@ class Cache:
 
         return list(await asyncio.gather(*(one(k, a) for k, a in calls)))
 
+    async def _fetch(self, *reads: _Read[Any]) -> list[Any]:
+        """Run lookups in one pipeline (one round trip; per node on a Redis Cluster)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for read in reads:
+            read.queue(pipe)
+        rows = await self._guard(pipe.execute())
+        found: list[Any] = []
+        at = 0
+        for read in reads:
+            found.append(read.parse(rows[at:at + read.size]))
+            at += read.size
+        return found
+
+    async def _one(self, read: _Read[T]) -> T:
+        (found,) = await self._fetch(read)
+        return cast(T, found)
+
+    async def snapshot(
+        self, reader: str, *, window: int, before: tuple[int, str] | None = None
+    ) -> ReaderSnapshot:
+        """The reader's profile, relation sets, affinity, the celebrities, the first
+        timeline window and the stored recommended koos, in one round trip."""
+        found = await self._fetch(
+            self._profile_read(reader), self._relations_read(reader),
+            self._affinity_read(reader), self._celebrities_read(),
+            self._window_read(reader, limit=window, before=before),
+            self._recommendations_read(reader, "koos"),
+        )
+        return ReaderSnapshot(*found)
+
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
@@ -227,33 +290,44 @@ class Cache:
         self, reader: str, *, limit: int, before: tuple[int, str] | None = None
     ) -> TimelineWindow:
         """Up to ``limit`` cached entries older than ``before`` (created, koo_id), newest first."""
+        return await self._one(self._window_read(reader, limit=limit, before=before))
+
+    def _window_read(
+        self, reader: str, *, limit: int, before: tuple[int, str] | None
+    ) -> _Read[TimelineWindow]:
         key = keys.timeline(reader)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zscore(key, keys.TIMELINE_READY)
-        if before is None:
-            pipe.zrevrangebyscore(key, "(inf", "-inf", start=0, num=limit + 1, withscores=True)
-        else:
-            # Ties on the score are ordered by member; fetch a little more and cut below.
-            pipe.zrevrangebyscore(key, before[0], "-inf", start=0, num=limit + 64,
-                                  withscores=True)
-        pipe.expire(key, self.active_ttl)
-        ready_score, rows, _ = await self._guard(pipe.execute())
-        if ready_score is None:
-            metrics.CACHE_LOOKUPS.labels("timeline", "miss").inc()
-            return TimelineWindow(False, [], False)
-        metrics.CACHE_LOOKUPS.labels("timeline", "hit").inc()
-        entries: list[tuple[str, int]] = []
-        for member, score in rows:
-            created = int(score)
-            if member.startswith("!"):
-                continue
-            if before is not None and (created, member) >= before:
-                continue
-            entries.append((member, created))
-        exhausted = len(entries) <= limit
-        if before is not None and len(rows) >= limit + 64:
-            exhausted = False
-        return TimelineWindow(True, entries[:limit], exhausted)
+
+        def queue(pipe: Any) -> None:
+            pipe.zmscore(key, [keys.TIMELINE_READY, keys.COMPLETE])
+            if before is None:
+                pipe.zrevrangebyscore(key, "(inf", "-inf", start=0, num=limit + 1,
+                                      withscores=True)
+            else:
+                # Ties on the score are ordered by member; fetch a little more, cut below.
+                pipe.zrevrangebyscore(key, before[0], "-inf", start=0, num=limit + 64,
+                                      withscores=True)
+            pipe.expire(key, self.active_ttl)
+
+        def parse(replies: list[Any]) -> TimelineWindow:
+            (ready_score, complete), rows, _ = replies
+            if ready_score is None:
+                metrics.CACHE_LOOKUPS.labels("timeline", "miss").inc()
+                return TimelineWindow(False, [], False)
+            metrics.CACHE_LOOKUPS.labels("timeline", "hit").inc()
+            entries: list[tuple[str, int]] = []
+            for member, score in rows:
+                created = int(score)
+                if member.startswith("!"):
+                    continue
+                if before is not None and (created, member) >= before:
+                    continue
+                entries.append((member, created))
+            exhausted = len(entries) <= limit
+            if before is not None and len(rows) >= limit + 64:
+                exhausted = False
+            return TimelineWindow(True, entries[:limit], exhausted, complete is not None)
+
+        return _Read(queue, 3, parse)
 
     async def is_cached(self, reader: str) -> bool:
         return await self._guard(self.redis.zscore(keys.timeline(reader), keys.TIMELINE_READY)) \
@@ -282,18 +356,28 @@ class Cache:
         return token
 
     async def complete_rebuild(
-        self, reader: str, token: str, entries: Sequence[tuple[str, int]]
+        self, reader: str, token: str, entries: Sequence[tuple[str, int]], *,
+        complete: bool = False,
     ) -> None:
-        """Store the rebuilt entries and mark the timeline ready; release the lock."""
+        """Store the rebuilt entries and mark the timeline ready; release the lock.
+
+        ``complete``: the entries are the reader's whole stored timeline, so reads need
+        not look in DynamoDB below the cached set (until a trim drops the mark).
+        """
         key = keys.timeline(reader)
         mapping: dict[str, float] = dict(entries)
         mapping[keys.TIMELINE_READY] = math.inf
+        if complete:
+            mapping[keys.COMPLETE] = math.inf
         pipe = self._atomic()
         pipe.zadd(key, mapping)
         pipe.zrem(key, keys.TIMELINE_BUILDING)
         pipe.zremrangebyrank(key, 0, -(self.keep + 1))
         pipe.expire(key, self.active_ttl)
-        await self._guard(pipe.execute())
+        *_, trimmed, _ = await self._guard(pipe.execute())
+        if complete and trimmed:
+            # Pushes during the rebuild overflowed the set: it lost its oldest entries.
+            await self._guard(self.redis.zrem(key, keys.COMPLETE))
         await self.release_rebuild(reader, token)
 
     async def release_rebuild(self, reader: str, token: str) -> None:
@@ -359,13 +443,19 @@ class Cache:
     # --- profiles ---------------------------------------------------------------------
 
     async def profile(self, user_id: str) -> dict[str, Any] | None:
-        raw = await self._guard(self.redis.get(keys.profile(user_id)))
-        if raw is None:
-            metrics.CACHE_LOOKUPS.labels("profile", "miss").inc()
-            return None
-        metrics.CACHE_LOOKUPS.labels("profile", "hit").inc()
-        found: dict[str, Any] = orjson.loads(raw)
-        return found
+        return await self._one(self._profile_read(user_id))
+
+    def _profile_read(self, user_id: str) -> _Read[dict[str, Any] | None]:
+        def parse(replies: list[Any]) -> dict[str, Any] | None:
+            (raw,) = replies
+            if raw is None:
+                metrics.CACHE_LOOKUPS.labels("profile", "miss").inc()
+                return None
+            metrics.CACHE_LOOKUPS.labels("profile", "hit").inc()
+            found: dict[str, Any] = orjson.loads(raw)
+            return found
+
+        return _Read(lambda pipe: pipe.get(keys.profile(user_id)), 1, parse)
 
     async def store_profile(self, user_id: str, profile: Mapping[str, Any]) -> None:
         await self._guard(
@@ -402,16 +492,22 @@ class Cache:
 
     async def relation_sets(self, reader: str) -> RelationSets | None:
         """The reader's cached relation sets, or None if any is not loaded."""
-        pipe = self.redis.pipeline(transaction=False)
-        for _, key_of in self._RELATION_KEYS:
-            pipe.smembers(key_of(reader))
-        rows = await self._guard(pipe.execute())
-        if not all(keys.LOADED in row for row in rows):
-            metrics.CACHE_LOOKUPS.labels("relations", "miss").inc()
-            return None
-        metrics.CACHE_LOOKUPS.labels("relations", "hit").inc()
-        sets = [frozenset(m for m in row if m != keys.LOADED) for row in rows]
-        return RelationSets(*sets)
+        return await self._one(self._relations_read(reader))
+
+    def _relations_read(self, reader: str) -> _Read[RelationSets | None]:
+        def queue(pipe: Any) -> None:
+            for _, key_of in self._RELATION_KEYS:
+                pipe.smembers(key_of(reader))
+
+        def parse(rows: list[Any]) -> RelationSets | None:
+            if not all(keys.LOADED in row for row in rows):
+                metrics.CACHE_LOOKUPS.labels("relations", "miss").inc()
+                return None
+            metrics.CACHE_LOOKUPS.labels("relations", "hit").inc()
+            sets = [frozenset(m for m in row if m != keys.LOADED) for row in rows]
+            return RelationSets(*sets)
+
+        return _Read(queue, len(self._RELATION_KEYS), parse)
 
     async def store_relation_sets(self, reader: str, sets: RelationSets) -> None:
         pipe = self._atomic()
@@ -432,10 +528,16 @@ class Cache:
     # --- celebrities ------------------------------------------------------------------
 
     async def celebrities(self) -> frozenset[str] | None:
-        members = await self._guard(self.redis.smembers(keys.celebrities()))
-        if keys.LOADED not in members:
-            return None
-        return frozenset(m for m in members if m != keys.LOADED)
+        return await self._one(self._celebrities_read())
+
+    def _celebrities_read(self) -> _Read[frozenset[str] | None]:
+        def parse(replies: list[Any]) -> frozenset[str] | None:
+            (members,) = replies
+            if keys.LOADED not in members:
+                return None
+            return frozenset(m for m in members if m != keys.LOADED)
+
+        return _Read(lambda pipe: pipe.smembers(keys.celebrities()), 1, parse)
 
     async def store_celebrities(self, authors: Iterable[str]) -> None:
         pipe = self._atomic()
@@ -500,10 +602,16 @@ class Cache:
     # --- affinity ---------------------------------------------------------------------
 
     async def affinity(self, reader: str) -> dict[str, float] | None:
-        raw = await self._guard(self.redis.hgetall(keys.affinity(reader)))
-        if keys.LOADED not in raw:
-            return None
-        return {k: float(v) for k, v in raw.items() if k != keys.LOADED}
+        return await self._one(self._affinity_read(reader))
+
+    def _affinity_read(self, reader: str) -> _Read[dict[str, float] | None]:
+        def parse(replies: list[Any]) -> dict[str, float] | None:
+            (raw,) = replies
+            if keys.LOADED not in raw:
+                return None
+            return {k: float(v) for k, v in raw.items() if k != keys.LOADED}
+
+        return _Read(lambda pipe: pipe.hgetall(keys.affinity(reader)), 1, parse)
 
     async def store_affinity(self, reader: str, weights: Mapping[str, float]) -> None:
         key = keys.affinity(reader)
@@ -547,11 +655,18 @@ class Cache:
 
     async def recommendations(self, user_id: str, kind: str) -> list[dict[str, Any]] | None:
         """A reader's stored recommendations of one kind, if cached ([] is a cached "none")."""
-        raw = await self._guard(self.redis.get(keys.recommendations(user_id, kind)))
-        if raw is None:
-            return None
-        found: list[dict[str, Any]] = orjson.loads(raw)
-        return found
+        return await self._one(self._recommendations_read(user_id, kind))
+
+    def _recommendations_read(self, user_id: str, kind: str
+                              ) -> _Read[list[dict[str, Any]] | None]:
+        def parse(replies: list[Any]) -> list[dict[str, Any]] | None:
+            (raw,) = replies
+            if raw is None:
+                return None
+            found: list[dict[str, Any]] = orjson.loads(raw)
+            return found
+
+        return _Read(lambda pipe: pipe.get(keys.recommendations(user_id, kind)), 1, parse)
 
     async def store_recommendations(
         self, user_id: str, kind: str, items: Sequence[Mapping[str, Any]], *, ttl: int

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from config.settings import Settings
 from feed import keys, ranking, recommend
@@ -24,8 +25,11 @@ from feed.timeline import FeedManager
 
 __all__ = ["FeedPage", "Reader"]
 
+T = TypeVar("T")
+
 RECOMMENDATION_TTL_SECONDS = 900
-STORED_RECOMMENDATIONS_CACHE_SECONDS = 60
+# The refresh job drops the cached copy when it stores new lists, so it may live long.
+STORED_RECOMMENDATIONS_CACHE_SECONDS = 900
 TRENDING_TTL_SECONDS = 60
 TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
 FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
@@ -64,6 +68,10 @@ class Reader:
             cached = await self.cache.profile(user_id)
             if cached is not None:
                 return cached
+        return await self._load_profile(user_id)
+
+    async def _load_profile(self, user_id: str) -> dict[str, Any]:
+        """:meth:`profile` from DynamoDB (a cache miss), cached for next time."""
         user = await self.stores.users.get(user_id)
         if user is None:
             raise NotFound(f"user {user_id} is not known")
@@ -88,14 +96,27 @@ class Reader:
         if cursor is not None:
             position = self.cursors.decode(cursor, "feed", reader, now=now_ms / 1000)
             before, rec_offset = _feed_position(position)
-        user, relations, affinity = await asyncio.gather(
-            self.user(reader), self.manager.relations_of(reader),
-            self.manager.affinity_of(reader),
-        )
         every = self.settings.recommended_every
         n_rec = limit // every if every > 0 else 0
-        slice_ = await self.manager.candidates(reader, relations, want=limit - n_rec,
-                                               before=before)
+        want = limit - n_rec
+        # One round trip for everything the cache holds about the reader; DynamoDB (in
+        # parallel) only for what it does not.
+        snap = None
+        with contextlib.suppress(StorageUnavailable):
+            snap = await self.cache.snapshot(reader, window=self.manager.batch_for(want),
+                                             before=before)
+        manager = self.manager
+        profile, relations, affinity, celebrities = await asyncio.gather(
+            _or_load(snap.profile if snap else None, lambda: self._load_profile(reader)),
+            _or_load(snap.relations if snap else None, lambda: manager.load_relations(reader)),
+            _or_load(snap.affinity if snap else None, lambda: manager.load_affinity(reader)),
+            _or_load(snap.celebrities if snap else None, manager.load_celebrities),
+        )
+        user = User.from_item(profile)
+        slice_ = await self.manager.candidates(
+            reader, relations, want=want, before=before, celebrities=celebrities,
+            window=snap.window if snap is not None else None,
+        )
         ranked = ranking.rank(
             [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms, affinity=affinity,
             weights=self.settings.weights,
@@ -103,7 +124,8 @@ class Reader:
         extra: list[Ranked] = []
         if n_rec:
             shown = {c.koo.koo_id for c in slice_.candidates}
-            picks = await self._recommended_koos(user, relations, rec_offset + n_rec, now_ms)
+            picks = await self._recommended_koos(user, relations, rec_offset + n_rec, now_ms,
+                                                 stored=snap.recommended if snap else None)
             fresh = [p for p in picks[rec_offset:] if p[0].koo_id not in shown][:n_rec]
             rec_offset += len(fresh)
             extra = [
@@ -189,27 +211,34 @@ class Reader:
         return (await self._recommended_koos(user, relations, limit, now_ms))[:limit]
 
     async def _recommended_koos(
-        self, user: User, relations: RelationSets, limit: int, now_ms: int
+        self, user: User, relations: RelationSets, limit: int, now_ms: int, *,
+        stored: list[dict[str, Any]] | None = None,
     ) -> list[tuple[Koo, KooPick]]:
-        stored = await self._stored_koo_picks(user.user_id)
+        """The best ``limit`` recommended koos the reader may see: the stored list, or
+        trending in their language. Bodies are fetched a few at a time, best first, only
+        until ``limit`` are found (a page shows one or two). ``stored``: the cached
+        stored list, when the caller has read it."""
         if stored is None:
-            trending = await self.trending(user.lang, now_ms=now_ms)
-            picks = recommend.recommend_koos(
-                user.user_id, trending_koos=trending, following=relations.following,
-                excluded=relations.hidden(), limit=max(limit, 50),
-            )
-        else:
-            picks = stored
-        bodies = await self.manager.koos([p.koo_id for p in picks])
-        banned = relations.following | relations.hidden() | {user.user_id}
+            stored = await self._stored(user.user_id, "koos")
+        ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored] if stored else [
+            KooPick(koo_id, score, "") for koo_id, score in
+            await self.trending_ids(user.lang, now_ms=now_ms)
+        ]
+        excluded = relations.hidden()
         out: list[tuple[Koo, KooPick]] = []
-        for pick in picks:
-            koo = bodies.get(pick.koo_id)
-            if koo is None or koo.deleted or koo.author_id in banned:
-                continue
-            out.append((koo, pick))
-            if len(out) >= limit:
-                break
+        start = 0
+        while start < len(ranked) and len(out) < limit:
+            chunk = ranked[start:start + max(8, 2 * (limit - len(out)))]
+            start += len(chunk)
+            bodies = await self.manager.koos([p.koo_id for p in chunk])
+            scored = [(bodies[p.koo_id], p.score) for p in chunk if p.koo_id in bodies]
+            reasons = {p.koo_id: p.reason for p in chunk}
+            for pick in recommend.recommend_koos(
+                user.user_id, trending_koos=scored, following=relations.following,
+                excluded=excluded, limit=limit - len(out),
+            ):
+                reason = reasons[pick.koo_id] or pick.reason
+                out.append((bodies[pick.koo_id], KooPick(pick.koo_id, pick.score, reason)))
         return out
 
     async def _stored(self, reader: str, kind: str) -> list[dict[str, Any]]:
@@ -224,14 +253,8 @@ class Reader:
                                                    ttl=STORED_RECOMMENDATIONS_CACHE_SECONDS)
         return stored
 
-    async def _stored_koo_picks(self, reader: str) -> list[KooPick] | None:
-        stored = await self._stored(reader, "koos")
-        if not stored:
-            return None
-        return [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
-
-    async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
-        """Trending koos in one language (cached for a minute), best first."""
+    async def trending_ids(self, lang: str, *, now_ms: int) -> list[tuple[str, float]]:
+        """(koo_id, score) of trending koos in one language, best first (cached a minute)."""
         cached = None
         with contextlib.suppress(StorageUnavailable):
             cached = await self.cache.trending(lang, TRENDING_SAMPLE)
@@ -243,6 +266,11 @@ class Reader:
             cached = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
             with contextlib.suppress(StorageUnavailable):
                 await self.cache.store_trending(lang, cached, ttl=TRENDING_TTL_SECONDS)
+        return cached
+
+    async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
+        """Trending koos in one language with their bodies, best first."""
+        cached = await self.trending_ids(lang, now_ms=now_ms)
         bodies = await self.manager.koos([k for k, _ in cached])
         return [(bodies[k], s) for k, s in cached if k in bodies and not bodies[k].deleted]
 
@@ -289,6 +317,11 @@ class Reader:
             for kind in ("follows", "koos"):
                 await self.cache.drop_recommendations(reader, kind)
         return len(follows) + len(koos)
+
+
+async def _or_load(value: T | None, load: Callable[[], Awaitable[T]]) -> T:
+    """``value`` if the cache had it, else what ``load`` reads from DynamoDB."""
+    return value if value is not None else await load()
 
 
 def _feed_position(position: dict[str, Any]) -> tuple[tuple[int, str] | None, int]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from config.settings import Settings
 from feed import keys
-from feed.cache import Cache, RelationSets
+from feed.cache import Cache, RelationSets, TimelineWindow
 from feed.errors import StorageUnavailable
 from feed.models import Koo
 from feed.store import Entry, Stores
@@ -71,6 +71,10 @@ class FeedManager:
             cached = await self.cache.relation_sets(reader)
             if cached is not None:
                 return cached
+        return await self.load_relations(reader)
+
+    async def load_relations(self, reader: str) -> RelationSets:
+        """:meth:`relations_of` from DynamoDB (a cache miss), cached for next time."""
         outgoing, blocked_by = await asyncio.gather(
             self.stores.relations.outgoing(reader),
             self.stores.relations.incoming(reader, "block"),
@@ -91,6 +95,9 @@ class FeedManager:
             cached = await self.cache.celebrities()
             if cached is not None:
                 return cached
+        return await self.load_celebrities()
+
+    async def load_celebrities(self) -> frozenset[str]:
         authors = frozenset(await self.stores.users.celebrities())
         with contextlib.suppress(StorageUnavailable):
             await self.cache.store_celebrities(authors)
@@ -102,6 +109,9 @@ class FeedManager:
             cached = await self.cache.affinity(reader)
             if cached is not None:
                 return cached
+        return await self.load_affinity(reader)
+
+    async def load_affinity(self, reader: str) -> dict[str, float]:
         weights: dict[str, float] = {}
         for item in await self.stores.reactions.recent_by_user(reader, limit=AFFINITY_SAMPLE):
             author = item.get("author_id")
@@ -206,11 +216,11 @@ class FeedManager:
         if token is None:
             return False
         try:
-            entries, _ = await self.stores.timelines.page(
+            entries, more = await self.stores.timelines.page(
                 reader, limit=self.settings.timeline_cache_items
             )
             await self.cache.complete_rebuild(
-                reader, token, [(e.koo_id, e.created_at) for e in entries]
+                reader, token, [(e.koo_id, e.created_at) for e in entries], complete=not more,
             )
         except BaseException:
             await self.cache.release_rebuild(reader, token)
@@ -236,26 +246,38 @@ class FeedManager:
 
     # --- candidates: the read path ------------------------------------------------------
 
+    @staticmethod
+    def batch_for(want: int) -> int:
+        """Entries read per step of :meth:`candidates` (a snapshot's window size)."""
+        return max(want * 2, 16)
+
     async def candidates(
         self, reader: str, relations: RelationSets, *, want: int,
-        before: tuple[int, str] | None = None,
+        before: tuple[int, str] | None = None, celebrities: frozenset[str] | None = None,
+        window: TimelineWindow | None = None,
     ) -> Slice:
         """The next ``want`` eligible koos of the reader's feed, newest first.
 
         Walks the timeline (cache window, then DynamoDB) and the recent koos of
         followed celebrities together in time order, dropping deleted koos and
         authors the reader no longer follows, blocks or mutes, or who block them.
+        ``celebrities`` and ``window`` (of :meth:`batch_for` entries from ``before``)
+        are used when the caller has read them already.
         """
         hidden = relations.hidden()
-        celebrities = (relations.following & await self.celebrities()) - hidden
+        if celebrities is None:
+            celebrities = await self.celebrities()
+        pulled_from = (relations.following & celebrities) - hidden
         out: list[Candidate] = []
         seen: set[str] = set()
         cursor = before
-        batch = max(want * 2, 16)
+        batch = self.batch_for(want)
         while True:
-            timeline, timeline_more = await self._timeline_slice(reader, cursor, batch)
+            timeline, timeline_more = await self._timeline_slice(reader, cursor, batch,
+                                                                 window=window)
+            window = None
             pulled, pulled_horizon = await self._celebrity_slice(
-                sorted(celebrities), cursor, batch
+                sorted(pulled_from), cursor, batch
             )
             horizon = pulled_horizon
             if timeline_more and timeline:
@@ -268,39 +290,49 @@ class FeedManager:
             ordered = sorted(merged.values(), reverse=True)
             if not ordered:
                 return Slice(out, cursor, False)
-            bodies = await self.koos([koo_id for _, koo_id, _ in ordered])
-            for created, koo_id, source in ordered:
-                seen.add(koo_id)
-                cursor = (created, koo_id)
-                koo = bodies.get(koo_id)
-                if koo is None or koo.deleted or koo.author_id in hidden:
-                    continue
-                if koo.author_id == reader:
-                    reason = "self"
-                elif koo.author_id in relations.following:
-                    reason = "celebrity" if source == "celebrity" else "following"
-                else:
-                    continue
-                out.append(Candidate(koo, reason))
-                if len(out) == want:
-                    more = timeline_more or horizon is not None or cursor != ordered[-1][:2]
-                    return Slice(out, cursor, more)
+            # Bodies a few more than still wanted at a time, newest first: most entries
+            # are eligible, so one round trip usually does.
+            start = 0
+            while start < len(ordered):
+                need = want - len(out)
+                chunk = ordered[start:start + need + need // 2 + 4]
+                start += len(chunk)
+                bodies = await self.koos([koo_id for _, koo_id, _ in chunk])
+                for created, koo_id, source in chunk:
+                    seen.add(koo_id)
+                    cursor = (created, koo_id)
+                    koo = bodies.get(koo_id)
+                    if koo is None or koo.deleted or koo.author_id in hidden:
+                        continue
+                    if koo.author_id == reader:
+                        reason = "self"
+                    elif koo.author_id in relations.following:
+                        reason = "celebrity" if source == "celebrity" else "following"
+                    else:
+                        continue
+                    out.append(Candidate(koo, reason))
+                    if len(out) == want:
+                        more = (timeline_more or horizon is not None
+                                or cursor != ordered[-1][:2])
+                        return Slice(out, cursor, more)
             if horizon is None and not timeline_more:
                 return Slice(out, cursor, False)
 
     async def _timeline_slice(
-        self, reader: str, before: tuple[int, str] | None, limit: int
+        self, reader: str, before: tuple[int, str] | None, limit: int,
+        window: TimelineWindow | None = None,
     ) -> tuple[list[tuple[str, int, str]], bool]:
         """(koo_id, created, "timeline") newest first; and whether more may follow."""
         found: list[tuple[str, int, str]] = []
-        try:
-            window = await self.cache.window(reader, limit=limit, before=before)
-        except StorageUnavailable:
-            window = None
+        if window is None:
+            with contextlib.suppress(StorageUnavailable):
+                window = await self.cache.window(reader, limit=limit, before=before)
         if window is not None and window.ready:
             found = [(k, c, "timeline") for k, c in window.entries]
             if not window.exhausted:
                 return found, True
+            if window.complete:
+                return found, False  # nothing older in DynamoDB
             if found:
                 before = (found[-1][1], found[-1][0])
         elif window is not None:
