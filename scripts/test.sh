@@ -3,10 +3,15 @@
 #   1. the venv with the test extra,
 #   2. ruff check and mypy,
 #   3. Redis on 127.0.0.1:6379 (started only if none answers) and DynamoDB Local,
-#   4. pytest against moto's server (the test suite starts it itself),
-#   5. pytest -m dynamodb against DynamoDB Local.
+#   4. at the same time, on the two cores:
+#      - pytest against moto's server (the suite starts it itself), without the tests
+#        marked slow_on_moto (too slow there) or fault;
+#      - pytest -m "dynamodb or slow_on_moto" against DynamoDB Local, without fault;
+#      each on its own pair of Redis databases; their output is printed when both end,
+#   5. pytest -m fault (processes killed, services paused, faults injected) against
+#      DynamoDB Local, alone, since its criteria include timings.
 # Services this script started are stopped on exit, whatever happened.
-# Arguments are passed to both pytest runs, e.g. scripts/test.sh -x -k feed
+# Arguments are passed to every pytest run, e.g. scripts/test.sh -x -k feed
 #
 # Environment:
 #   FEED_TEST_DYNAMODB_PORT  port for DynamoDB Local (default 8765)
@@ -25,6 +30,8 @@ stop_redis=0
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    # Test runs still going (an interrupted run) go first.
+    jobs -p | xargs -r kill 2>/dev/null || true
     if ((stop_ddb)); then
         bash scripts/dynamodb-local.sh stop "$DDB_PORT" || rc=1
     fi
@@ -77,16 +84,51 @@ if ! bash scripts/dynamodb-local.sh status "$DDB_PORT" >/dev/null; then
 fi
 bash scripts/dynamodb-local.sh start "$DDB_PORT"
 
-step "pytest against moto's server"
-FEED_TEST_BACKEND=moto run_pytest moto "$@"
+LOCAL_ENDPOINT="http://127.0.0.1:$DDB_PORT"
+LOGS=".cache/test-logs"
+mkdir -p "$LOGS"
 
-step "pytest -m dynamodb against DynamoDB Local on port $DDB_PORT"
-FEED_TEST_BACKEND=local FEED_TEST_DYNAMODB_ENDPOINT="http://127.0.0.1:$DDB_PORT" \
-    run_pytest local -m dynamodb "$@"
+# A pytest run in the background, its output into $LOGS/<label>.log and its exit code
+# into $LOGS/<label>.rc.
+start_pytest() {
+    local label="$1"
+    shift
+    rm -f "$LOGS/$label.rc"
+    ( rc=0; "$VENV/bin/pytest" "$@" >"$LOGS/$label.log" 2>&1 || rc=$?
+      echo "$rc" >"$LOGS/$label.rc" ) &
+}
+
+# Print a background run's output and record its result; exit code 5 (nothing
+# collected) counts as a failure.
+finish_pytest() {
+    local label="$1" rc
+    step "pytest [$label] output"
+    cat "$LOGS/$label.log"
+    rc="$(cat "$LOGS/$label.rc" 2>/dev/null || echo 1)"
+    if ((rc == 5)); then
+        echo "error: pytest [$label] collected no tests: a run that tests nothing must not pass" >&2
+    fi
+    if ((rc != 0)); then
+        failed+=("pytest[$label] (exit $rc)")
+    fi
+}
+
+step "pytest against moto's server and against DynamoDB Local ($LOCAL_ENDPOINT), side by side"
+FEED_TEST_BACKEND=moto FEED_TEST_REDIS_DBS=14,15 \
+    start_pytest moto -m "not fault and not slow_on_moto" -p no:cacheprovider "$@"
+FEED_TEST_BACKEND=local FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=12,13 \
+    start_pytest local -m "(dynamodb or slow_on_moto) and not fault" -p no:cacheprovider "$@"
+wait
+finish_pytest moto
+finish_pytest local
+
+step "pytest -m fault against DynamoDB Local ($LOCAL_ENDPOINT)"
+FEED_TEST_BACKEND=local FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=14,15 \
+    run_pytest fault -m fault -p no:cacheprovider "$@"
 
 echo
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "all checks passed: ruff, mypy, pytest[moto], pytest[local]"
+echo "all checks passed: ruff, mypy, pytest[moto], pytest[local], pytest[fault]"

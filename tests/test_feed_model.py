@@ -210,6 +210,7 @@ def _timeline(read: FeedRead) -> list[tuple[str, str, float]]:
     return [s for s in read.signature() if s[1] != "recommended"]
 
 
+@pytest.mark.slow_on_moto
 @pytest.mark.parametrize("variant", [
     "wide",
     "narrow",

@@ -303,6 +303,7 @@ async def test_rule3_follow_backfills_recent_koos_and_removal_is_immediate(
 # --- rule 4: paging ---------------------------------------------------------------------
 
 
+@pytest.mark.slow_on_moto
 async def test_rule4_paging_returns_everything_once_beyond_the_cache_window(
     settings: Settings,
 ) -> None:

@@ -57,7 +57,8 @@ LANGS = ("hi", "en", "pt", "ta", "bn")
 WORDS = ("namaste", "cricket", "monsoon", "chai", "election", "budget", "film", "music",
          "startup", "train", "festival", "rain", "market", "village", "science")
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120 + EVENTS // 2)]
+pytestmark = [pytest.mark.slow, pytest.mark.slow_on_moto,
+              pytest.mark.timeout(120 + EVENTS // 2)]
 
 # Attributes that hold the wall clock of the write, not the outcome of the events.
 VOLATILE = {

@@ -122,6 +122,7 @@ async def fault_settings(endpoint: str, **overrides: Any) -> Settings:
         "dynamodb_max_attempts": 1,
         "redis_timeout": 0.5,
         "worker_metrics_port": 0,
+        "api_timeout": Settings().api_timeout,  # the service's own bound, not the suite's
         **overrides,
     }
     settings = make_settings(endpoint, **options)
