@@ -46,7 +46,7 @@ requests/s; after a cache loss p99 ≤ 50 ms at 200 requests/s.
 
 Options: ``--readers N``, ``--reads N``, ``--miss-reads N``, ``--closed-seconds S``,
 ``--connections N`` (32), ``--open-rate R`` (200), ``--open-seconds S``,
-``--api-workers N`` (1), ``--dynamodb-endpoint URL`` (default ``http://127.0.0.1:8766``),
+``--api-workers N`` (2), ``--dynamodb-endpoint URL`` (default ``http://127.0.0.1:8766``),
 ``--queue-redis-url`` / ``--cache-redis-url`` (defaults ``redis://127.0.0.1:6379/10`` and
 ``/11``: **both databases are flushed** at the start and the end; database 0 is refused),
 ``--skip http``, ``--json PATH``, ``--quick`` (300 readers, shorter runs: about 2 min).
@@ -149,8 +149,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         help="open-loop requests per second (200)")
     parser.add_argument("--open-seconds", type=float,
                         help="open-loop cache-hit run length (30; --quick 10)")
-    parser.add_argument("--api-workers", type=int, default=1,
-                        help="`feed api --workers` (1)")
+    parser.add_argument("--api-workers", type=int, default=2,
+                        help="`feed api --workers` (2: one per core, as the README advises)")
     parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8766",
                         help="DynamoDB endpoint (start one: bash scripts/dynamodb-local.sh "
                         "start 8766)")

@@ -33,7 +33,7 @@ drains.
 
 Options: ``--readers N``, ``--read-rate R``, ``--signup-rate R``, ``--read-burst X``,
 ``--signup-burst X``, ``--before S`` / ``--burst S`` / ``--after S`` (10/20/10;
-``--quick`` 5/10/5 and 200 readers), ``--api-workers N`` (1), ``--drain-limit S`` (120),
+``--quick`` 5/10/5 and 200 readers), ``--api-workers N`` (2), ``--drain-limit S`` (120),
 ``--dynamodb-endpoint URL`` (``http://127.0.0.1:8766``), ``--queue-redis-url`` /
 ``--cache-redis-url`` (``redis://127.0.0.1:6379/10`` and ``/11``: **both flushed** at the
 start and the end; database 0 is refused), ``--json PATH``.
@@ -143,7 +143,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--burst", type=float, help="seconds of burst (20; --quick 10)")
     parser.add_argument("--after", type=float, help="seconds at baseline after (10; "
                         "--quick 5)")
-    parser.add_argument("--api-workers", type=int, default=1, help="`feed api --workers` (1)")
+    parser.add_argument("--api-workers", type=int, default=2,
+                        help="`feed api --workers` (2: one per core, as the README advises)")
     parser.add_argument("--drain-limit", type=float, default=120.0,
                         help="seconds to wait for the queue to drain after the run (120)")
     parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8766",
