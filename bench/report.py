@@ -192,7 +192,8 @@ def run_bench(name: str, out: Path, args: argparse.Namespace, endpoint: str | No
     json_path = out / f"{name}.json"
     json_path.unlink(missing_ok=True)
     log_path = out / f"{name}.log"
-    command = command_for(name, json_path, args.quick, args.redis_url, cache_url, endpoint)
+    shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
+    command = command_for(name, shown, args.quick, args.redis_url, cache_url, endpoint)
     for url in (args.redis_url, cache_url):
         if url:
             flush(url)
