@@ -113,9 +113,14 @@ class Reader:
             _or_load(snap.celebrities if snap else None, manager.load_celebrities),
         )
         user = User.from_item(profile)
-        slice_ = await self.manager.candidates(
-            reader, relations, want=want, before=before, celebrities=celebrities,
-            window=snap.window if snap is not None else None,
+        # The page's candidates and its recommended koos are read side by side.
+        slice_, picks = await asyncio.gather(
+            self.manager.candidates(
+                reader, relations, want=want, before=before, celebrities=celebrities,
+                window=snap.window if snap is not None else None,
+            ),
+            self._recommended_koos(user, relations, rec_offset + n_rec if n_rec else 0, now_ms,
+                                   stored=snap.recommended if snap else None),
         )
         ranked = ranking.rank(
             [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms, affinity=affinity,
@@ -124,8 +129,6 @@ class Reader:
         extra: list[Ranked] = []
         if n_rec:
             shown = {c.koo.koo_id for c in slice_.candidates}
-            picks = await self._recommended_koos(user, relations, rec_offset + n_rec, now_ms,
-                                                 stored=snap.recommended if snap else None)
             fresh = [p for p in picks[rec_offset:] if p[0].koo_id not in shown][:n_rec]
             rec_offset += len(fresh)
             extra = [
@@ -218,6 +221,8 @@ class Reader:
         trending in their language. Bodies are fetched a few at a time, best first, only
         until ``limit`` are found (a page shows one or two). ``stored``: the cached
         stored list, when the caller has read it."""
+        if limit <= 0:
+            return []
         if stored is None:
             stored = await self._stored(user.user_id, "koos")
         ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored] if stored else [
