@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -22,7 +24,9 @@ from typing import Any, Generic, TypeVar, cast
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import Settings
 from feed import keys, metrics
@@ -41,6 +45,7 @@ PROFILE_TTL_SECONDS = 300
 POPULAR_KEEP = 1000  # popular creators kept per language
 LOCK_TTL_MS = 30_000
 CLUSTER_CONCURRENCY = 64  # script calls in flight on a Redis Cluster
+OUTAGE_BACKOFF_SECONDS = 1.0  # the cache is skipped this long after a connection failure
 
 # Push one koo into a reader's timeline if the reader is active (the set exists).
 # KEYS[1] timeline; ARGV: score, member, keep (entries + sentinel)
@@ -176,6 +181,7 @@ class Cache:
         self.keep = settings.timeline_cache_items + 1  # entries plus the sentinel
         self.active_ttl = settings.active_days * 86_400
         self._sha: dict[str, str] = {}
+        self._skip_until = 0.0  # monotonic time until which the cache is not tried
 
     def _atomic(self) -> Any:
         """A pipeline that is a MULTI/EXEC transaction on a standalone Redis. A Redis Cluster
@@ -217,7 +223,7 @@ class Cache:
                 if "NOSCRIPT" in str(exc) and not attempt:
                     self._sha.clear()
                     continue
-                raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
+                raise self._failed(exc) from exc
         raise AssertionError("unreachable")
 
     async def _run_concurrently(
@@ -691,12 +697,28 @@ class Cache:
     # --- plumbing ---------------------------------------------------------------------
 
     async def _guard(self, awaitable: Any) -> Any:
+        """Await a Redis call, mapping failures to StorageUnavailable.
+
+        After a connection failure the cache is skipped for ``OUTAGE_BACKOFF_SECONDS``
+        (callers fall back to DynamoDB at once) instead of every request queueing up
+        behind its own reconnect attempt.
+        """
+        if self._skip_until > time.monotonic():
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise StorageUnavailable("redis: not answering a moment ago; cache skipped",
+                                     "CacheSkipped")
         try:
             return await awaitable
         except StorageUnavailable:
             raise
         except (RedisError, OSError) as exc:
-            raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: Exception) -> StorageUnavailable:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+            self._skip_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
+        return StorageUnavailable(f"redis: {exc}", type(exc).__name__)
 
 
 def _body(koo: Koo) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Pass criteria: a reader whose stored timeline fits the cache window is served
 from Redis alone (no DynamoDB timeline query), first page and later pages;
 the "whole history" mark goes as soon as a push or a merge trims the set, and
-reads then reach into DynamoDB again and still return every entry once.
+reads then reach into DynamoDB again and still return every entry once; an
+unreachable cache is skipped for a moment instead of reconnecting per call.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from feed import keys
+from feed._embedded import free_port
+from feed.cache import OUTAGE_BACKOFF_SECONDS, Cache
+from feed.errors import StorageUnavailable
 from feed.services import Services
 from feed.store import Entry
 from feed.store.timelines import Timelines
@@ -94,3 +99,25 @@ async def test_a_merge_that_trims_drops_the_mark(services: Services) -> None:
     window = await svc.cache.window(reader, limit=10)
     assert len(window.entries) == 3
     assert not window.complete
+
+
+async def test_an_unreachable_cache_is_skipped_for_a_moment(services: Services) -> None:
+    """After a connection failure, cache calls fail at once (no reconnect attempt each)
+    for OUTAGE_BACKOFF_SECONDS, then the cache is tried again."""
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", decode_responses=True,
+                          socket_connect_timeout=0.5)
+    cache = Cache(dead, services.settings)
+    try:
+        with pytest.raises(StorageUnavailable) as first:
+            await cache.profile("u1")
+        assert first.value.code != "CacheSkipped"
+        for _ in range(20):
+            with pytest.raises(StorageUnavailable) as skipped:
+                await cache.window("u1", limit=5)
+            assert skipped.value.code == "CacheSkipped"
+        cache._skip_until -= OUTAGE_BACKOFF_SECONDS
+        with pytest.raises(StorageUnavailable) as again:
+            await cache.profile("u1")
+        assert again.value.code != "CacheSkipped", "after the pause the cache is tried again"
+    finally:
+        await dead.aclose()
