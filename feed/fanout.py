@@ -10,6 +10,7 @@ Celebrity koos are never fanned out: they are pulled at read time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from feed.timeline import FeedManager
 __all__ = ["FanOut"]
 
 log = logging.getLogger(__name__)
+
+CHUNKS_PER_PAGE = 10  # fan-out chunks read per follower query (a page stops at 1 MB anyway)
 
 
 class FanOut:
@@ -45,12 +48,15 @@ class FanOut:
             return str(state)
         entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
         size = self.settings.fanout_chunk_size
+        page_size = size * CHUNKS_PER_PAGE
         followers, more = await self.stores.relations.incoming_page(
-            entry.author_id, keys.REL_FOLLOW, page_size=size
+            entry.author_id, keys.REL_FOLLOW, page_size=page_size
         )
-        if more is None:
+        if more is None and len(followers) <= size:
             # Every follower fits one chunk (most authors): deliver at once, no chunk state.
-            await self.manager.push(entry, [entry.author_id, *followers])
+            readers = [entry.author_id, *followers]
+            await self.manager.announce(entry, readers)
+            await self.manager.push(entry, readers)
             self._observe(entry, len(followers))
             await self.stores.koos.finish_small_fanout(koo_id)
             return "done"
@@ -60,23 +66,37 @@ class FanOut:
         # The author's own timeline first: it never depends on followers.
         await self.manager.push(entry, [entry.author_id])
         expected: set[str] = set()
-        inline = True
-        while followers:
-            chunk = keys.chunk_id(followers[0], len(followers))
-            expected.add(chunk)
-            if chunk not in done and inline:
-                inline = False
-                await self.deliver(entry, chunk, followers)
-            elif chunk not in done:
-                await self.jobs.enqueue(
-                    "deliver_koo_chunk", koo_id, chunk, followers,
-                    job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
+        # The first chunk not done yet is delivered here, while the rest are paged and
+        # enqueued: chunk jobs start at once instead of after the inline chunk.
+        inline: asyncio.Task[bool] | None = None
+        try:
+            while followers:
+                for start in range(0, len(followers), size):
+                    part = followers[start:start + size]
+                    chunk = keys.chunk_id(part[0], len(part))
+                    expected.add(chunk)
+                    if chunk in done:
+                        continue
+                    # Cached timelines first: followers see the koo as the pages go by.
+                    await self.manager.announce(entry, part)
+                    if inline is None:
+                        inline = asyncio.create_task(self.deliver(entry, chunk, part))
+                    else:
+                        await self.jobs.enqueue(
+                            "deliver_koo_chunk", koo_id, chunk, part, entry.author_id,
+                            entry.created_at,
+                            job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
+                        )
+                if more is None:
+                    break
+                followers, more = await self.stores.relations.incoming_page(
+                    entry.author_id, keys.REL_FOLLOW, page_size=page_size, start=more
                 )
-            if more is None:
-                break
-            followers, more = await self.stores.relations.incoming_page(
-                entry.author_id, keys.REL_FOLLOW, page_size=size, start=more
-            )
+            if inline is not None:
+                await inline
+        finally:
+            if inline is not None and not inline.done():
+                inline.cancel()  # paging or enqueueing failed: the sweeper re-runs it all
         finished = await self.stores.koos.set_expected(koo_id, expected)
         return "done" if finished else "running"
 
@@ -91,13 +111,19 @@ class FanOut:
         metrics.FANOUT_ENTRIES.labels("dynamodb").inc(delivered)
         metrics.FANOUT_LAG.observe(max(0.0, time.time() - entry.created_at / 1000))
 
-    async def deliver_chunk(self, koo_id: str, chunk: str, followers: Sequence[str]) -> str:
-        """The chunk job: deliver unless the koo is gone."""
-        item = await self.stores.koos.get(koo_id, consistent=True)
-        if item is None or item.get("deleted") or "created_at" not in item:
-            return "gone"
-        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
-        finished = await self.deliver(entry, chunk, followers)
+    async def deliver_chunk(
+        self, koo_id: str, chunk: str, followers: Sequence[str], *,
+        author: str | None = None, created: int | None = None,
+    ) -> str:
+        """The chunk job. With the koo's author and time in the job, nothing is read
+        before the delivery, so followers see the koo sooner; a koo deleted meanwhile is
+        hidden at read time like any deleted koo, and its rows expire."""
+        if author is None or created is None:
+            item = await self.stores.koos.get(koo_id, consistent=True)
+            if item is None or item.get("deleted") or "created_at" not in item:
+                return "gone"
+            author, created = item["author_id"], int(item["created_at"])
+        finished = await self.deliver(Entry(koo_id, author, created), chunk, followers)
         return "done" if finished else "delivered"
 
     async def sweep(self, now: int | None = None) -> int:

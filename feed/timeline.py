@@ -136,8 +136,22 @@ class FeedManager:
 
     # --- push / unpush: one koo, many readers ------------------------------------------
 
+    async def announce(self, entry: Entry, readers: Sequence[str]) -> int:
+        """Show a koo in active readers' cached timelines before it is stored: fan-out
+        calls this first, so followers see the koo within milliseconds while the rows
+        take up to seconds. Best effort (``push`` writes the cache again, after storage);
+        returns how many cached timelines took it."""
+        try:
+            return await self.cache.push(readers, entry.koo_id, entry.created_at)
+        except StorageUnavailable:
+            return 0
+
     async def push(self, entry: Entry, readers: Sequence[str]) -> int:
-        """Deliver a koo to readers: DynamoDB rows, then active readers' cached timelines."""
+        """Deliver a koo to readers: DynamoDB rows, then active readers' cached timelines.
+
+        The order keeps nothing lost: a cached timeline rebuilt from storage while the
+        rows were being written gets the koo from this push (rebuilds accept pushes).
+        """
         await self.stores.timelines.add(readers, entry)
         return await self.cache.push(readers, entry.koo_id, entry.created_at)
 

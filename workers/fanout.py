@@ -22,9 +22,13 @@ async def fan_out_koo(ctx: dict[str, Any], koo_id: str, attempt: int = 0) -> str
 
 @retrying
 async def deliver_koo_chunk(ctx: dict[str, Any], koo_id: str, chunk: str,
-                            followers: list[str]) -> str:
-    """Deliver one koo to one chunk of followers (storage, then active readers' cache)."""
-    return await _fanout(ctx).deliver_chunk(koo_id, chunk, followers)
+                            followers: list[str], author: str | None = None,
+                            created: int | None = None) -> str:
+    """Deliver one koo to one chunk of followers (active readers' cache and storage).
+    ``author`` and ``created`` spare a read of the koo (jobs enqueued without them, by an
+    earlier version, read it)."""
+    return await _fanout(ctx).deliver_chunk(koo_id, chunk, followers, author=author,
+                                            created=created)
 
 
 async def sweep_fanouts(ctx: dict[str, Any]) -> int:
