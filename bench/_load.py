@@ -48,6 +48,7 @@ __all__ = [
     "wait_quiet",
     "warm_feeds",
     "worker_process",
+    "worst_seconds",
     "wrk_available",
     "wrk_closed_loop",
     "wrk_version",
@@ -504,6 +505,8 @@ class OpenLoopResult:
     lateness_ms_max: float  # how far behind schedule the sender itself ever was
     segment_start_s: dict[str, float]  # since the generator's start
     started_at: float  # time.time() at the generator's start
+    # Intended send time of each sample (seconds since the start), in the same order.
+    offsets_s: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def all_latencies(self, stream: str) -> list[float]:
         return [x for per in self.latency_ms.values() for x in per.get(stream, [])]
@@ -541,7 +544,25 @@ async def run_open_loop(base: str, token: str, streams: Sequence[Stream],
         latency_ms=raw["latency_ms"], statuses=raw["statuses"], sent=raw["sent"],
         accepted_ids=raw["accepted_ids"], lateness_ms_max=raw["lateness_ms_max"],
         segment_start_s=raw["segment_start_s"], started_at=raw["started_at"],
+        offsets_s=raw["offsets_s"],
     )
+
+
+def worst_seconds(offsets_s: Sequence[float], latency_ms: Sequence[float], bound_ms: float
+                  ) -> dict[str, Any]:
+    """Per one-second window of intended send time: how many windows had a p99 above
+    ``bound_ms``, and the worst window (its start and p99): a stall shows up as a few bad
+    seconds, general slowness as many."""
+    windows: dict[int, list[float]] = {}
+    for at, value in zip(offsets_s, latency_ms, strict=True):
+        windows.setdefault(int(at), []).append(value)
+    p99s = {}
+    for second, values in windows.items():
+        ordered = sorted(values)
+        p99s[second] = ordered[max(0, -(-99 * len(ordered) // 100) - 1)]
+    worst = max(p99s, key=lambda k: p99s[k], default=None)
+    return {"windows": len(p99s), "over": sum(v > bound_ms for v in p99s.values()),
+            "worst_at_s": worst, "worst_p99_ms": p99s[worst] if worst is not None else None}
 
 
 async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
@@ -550,6 +571,8 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
     base, token, limit = spec["base"], spec["token"], spec["limit"]
     streams = spec["streams"]
     latency: dict[str, dict[str, list[float]]] = {}
+    offsets: dict[str, dict[str, list[float]]] = {}
+    t0 = time.perf_counter()
     statuses: dict[str, dict[str, int]] = {}
     sent: dict[str, int] = {s["name"]: 0 for s in streams}
     accepted: list[str] = []
@@ -594,12 +617,13 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
             except asyncio.CancelledError:
                 status = "unfinished"  # still waiting when the drain limit passed
             done = time.perf_counter()
+            offsets.setdefault(segment, {}).setdefault(name, []).append(intended - t0)
             latency.setdefault(segment, {}).setdefault(name, []).append(
                 (done - intended) * 1000)
             per = statuses.setdefault(name, {})
             per[status] = per.get(status, 0) + 1
 
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # the schedule starts once the session is open
         offset = 0.0
         for segment in spec["segments"]:
             label, seconds, rates = segment["label"], segment["seconds"], segment["rates"]
@@ -638,7 +662,7 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-    return {"latency_ms": latency, "statuses": statuses, "sent": sent,
+    return {"latency_ms": latency, "offsets_s": offsets, "statuses": statuses, "sent": sent,
             "accepted_ids": accepted, "lateness_ms_max": lateness_max,
             "segment_start_s": segment_start, "started_at": started_wall}
 

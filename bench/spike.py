@@ -85,6 +85,7 @@ from bench._load import (
     wait_quiet,
     warm_feeds,
     worker_process,
+    worst_seconds,
 )
 from config.settings import Settings
 from feed import keys
@@ -370,6 +371,9 @@ async def spike(opts: Options, base: str, token: str, users: list[str], prefix: 
                 "p99_ms": percentile(samples, 99), "max_ms": max(samples, default=math.nan),
                 "samples": samples,
             }
+    burst_reads = worst_seconds(load.offsets_s.get("burst", {}).get("reads", []),
+                                load.latency_ms.get("burst", {}).get("reads", []),
+                                READ_P99_TARGET_MS)
     depth_series = [(t - load.started_at, d, r) for t, (d, r) in depth_samples]
     out.update({
         "statuses": load.statuses, "sent": load.sent,
@@ -380,7 +384,7 @@ async def spike(opts: Options, base: str, token: str, users: list[str], prefix: 
         "drain_after_run_s": drained, "drain_after_burst_s": drain_after_burst,
         "profiles_visible_after_drain_s": visible_s, "profile_check_passes": passes,
         "schedule_s": total,
-        "sender_lateness_max_ms": load.lateness_ms_max,
+        "sender_lateness_max_ms": load.lateness_ms_max, "burst_read_seconds": burst_reads,
     })
     return out
 
@@ -407,8 +411,13 @@ def report(opts: Options, r: dict[str, Any]
     signup_bad = sum(n for k, n in statuses.get("signups", {}).items() if k != "202")
     out += ["", "Latency is measured from each request's intended send time (open loop); the "
             f"sender fell at most {r['sender_lateness_max_ms']:.1f} ms behind its schedule. "
-            f"Answers: reads {statuses.get('reads', {})}, signups {statuses.get('signups', {})}.",
-            ""]
+            f"Answers: reads {statuses.get('reads', {})}, signups {statuses.get('signups', {})}."]
+    sec = r["burst_read_seconds"]
+    if sec["worst_at_s"] is not None:
+        out += [f"During the burst, {sec['over']} of {sec['windows']} one-second windows of "
+                f"reads (by intended send time) had a p99 over {READ_P99_TARGET_MS:.0f} ms; the "
+                f"worst, starting {sec['worst_at_s']} s into the run: {ms(sec['worst_p99_ms'])}."]
+    out += [""]
     out.append(markdown_table(["queue and durability", "value"], [
         ["deepest realtime queue (sampled every 100 ms)", f"{r['queue_depth_max']:,} jobs"],
         ["drain: end of the burst -> no job waiting (100 ms samples)",
