@@ -342,6 +342,7 @@ async def http_parts(opts: Options, settings: Settings, users: list[str],
     env = service_env(settings)
     out: dict[str, Any] = {}
     log_dir = Path(tempfile.mkdtemp(prefix="bench-reads-"))
+    print(f"[bench] service logs: {log_dir}", file=sys.stderr, flush=True)
     with api_process(env, port=port, workers=opts.api_workers,
                      log_path=log_dir / "api.log") as base:
         with progress("http: warm-up (closed loop, 3 s)"):

@@ -284,6 +284,7 @@ async def run(opts: Options) -> int:
     await queue.flushdb()
     await cache.flushdb()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-spike-"))
+    print(f"[bench] service logs: {log_dir}", file=sys.stderr, flush=True)
     try:
         async with open_dynamo(settings) as db:
             with progress(f"dynamodb: creating tables {settings.table_prefix}*"):
