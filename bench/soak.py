@@ -119,6 +119,16 @@ class Window:
     rss: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # name -> samples
     # name -> (seconds on a CPU, seconds runnable but waiting for one) of the main thread
     cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
+    opened: float = 0.0
+    slice_seconds: float = 30.0
+    slices: dict[int, list[int]] = field(default_factory=dict)  # slice -> [sent, failed]
+
+    def count(self, scheduled: float, failed: bool) -> None:
+        """Requests and failures per slice of the window, by when they were due."""
+        index = max(0, int((scheduled - self.opened) // self.slice_seconds))
+        slot = self.slices.setdefault(index, [0, 0])
+        slot[0] += 1
+        slot[1] += failed
 
     @property
     def failed(self) -> int:
@@ -292,6 +302,7 @@ class Soak:
             return  # outside the measured window (warm-up, or it closed meanwhile)
         window.sent += 1
         window.late.append(max(0.0, sent - scheduled))
+        window.count(scheduled, bool(kind))
         if kind:
             window.errors[kind] = window.errors.get(kind, 0) + 1
         else:
@@ -364,7 +375,7 @@ class Soak:
         await asyncio.sleep(max(0.0, opened - time.monotonic()))
         before = lag_buckets(await _text(client, "/metrics"))
         cpu_before = {name: schedstat(pid) for name, pid in self.pids.items()}
-        window = Window()
+        window = Window(opened=time.monotonic(), slice_seconds=max(5.0, opts.seconds / 10))
         self.window = window
         await asyncio.gather(*drivers)
         self.window = None
@@ -449,6 +460,9 @@ def report(opts: Options, window: Window, lag: LagSummary, delivered: int, publi
         *([f"{name} main thread: on a CPU / waiting for one",
            f"{run / opts.seconds * 100:.0f}% / {wait / opts.seconds * 100:.0f}% of the window"]
           for name, (run, wait) in sorted(window.cpu.items())),
+        [f"failed / sent per {window.slice_seconds:g} s of the window",
+         ", ".join(f"{window.slices[k][1]}/{window.slices[k][0]}"
+                   for k in sorted(window.slices))],
         ["errors by kind", ", ".join(f"{k}: {v}" for k, v in window.errors.items()) or "none"],
         ["driver lateness p99 (request sent after its slot)",
          fmt_ms(percentile(window.late, 99))],
@@ -489,6 +503,8 @@ def report(opts: Options, window: Window, lag: LagSummary, delivered: int, publi
         env, markdown, figures, latency_ms={"feed read": [x * 1000 for x in lat]},
         targets=criteria, elapsed_s=elapsed, passed=all(c["met"] for c in criteria),
         options=vars(opts), errors=window.errors, loop_lag=lag.as_json(),
+        slices={"seconds": window.slice_seconds,
+                "sent_failed": [window.slices[k] for k in sorted(window.slices)]},
         rss_series={name: [v for _, v in s] for name, s in window.rss.items()},
     )
 
