@@ -45,6 +45,7 @@ PROFILE_TTL_SECONDS = 300
 POPULAR_KEEP = 1000  # popular creators kept per language
 LOCK_TTL_MS = 30_000
 CLUSTER_CONCURRENCY = 64  # script calls in flight on a Redis Cluster
+TRENDING_AT = "!at:"  # trending sentinel member: when the list was computed (ms)
 PUSH_BATCH = 500  # timelines per push script call on a standalone Redis (~1-2 ms of Redis time)
 OUTAGE_BACKOFF_SECONDS = 1.0  # the cache is skipped this long after a connection failure
 
@@ -669,24 +670,39 @@ class Cache:
 
     # --- trending ---------------------------------------------------------------------
 
-    async def trending(self, lang: str, limit: int) -> list[tuple[str, float]] | None:
+    async def trending(self, lang: str, limit: int
+                       ) -> tuple[list[tuple[str, float]], int] | None:
+        """The best ``limit`` cached trending koos of a language and when (ms) the list was
+        computed; None if none is cached."""
         key = keys.trending(lang)
-        rows = await self._guard(self.redis.zrevrange(key, 0, limit, withscores=True))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(key, 0, limit, withscores=True)
+        pipe.zrange(key, 0, 0)  # the lowest member: the "!at:<ms>" sentinel
+        rows, lowest = await self._guard(pipe.execute())
         if not rows:
             return None
-        return [(m, float(s)) for m, s in rows if not m.startswith("!")][:limit]
+        computed = 0  # a list without the sentinel counts as old
+        if lowest and lowest[0].startswith(TRENDING_AT):
+            computed = int(lowest[0][len(TRENDING_AT):])
+        return [(m, float(s)) for m, s in rows if not m.startswith("!")][:limit], computed
 
     async def store_trending(
-        self, lang: str, scored: Sequence[tuple[str, float]], *, ttl: int
+        self, lang: str, scored: Sequence[tuple[str, float]], *, ttl: int, computed_ms: int,
     ) -> None:
         key = keys.trending(lang)
         pipe = self._atomic()
         pipe.delete(key)
         mapping: dict[str, float] = dict(scored)
-        mapping[keys.LOADED] = -1.0
+        mapping[f"{TRENDING_AT}{computed_ms}"] = -1.0  # below every score: scores are >= 0
         pipe.zadd(key, mapping)
         pipe.expire(key, ttl)
         await self._guard(pipe.execute())
+
+    async def try_lock(self, key: str, seconds: float) -> bool:
+        """A short lock (SET NX PX) that expires by itself; True if taken."""
+        return bool(await self._guard(
+            self.redis.set(key, "1", nx=True, px=max(1, int(seconds * 1000)))
+        ))
 
     async def trending_remove(self, lang: str, koo_id: str) -> None:
         await self._guard(self.redis.zrem(keys.trending(lang), koo_id))

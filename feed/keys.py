@@ -98,6 +98,11 @@ def trending(lang: str) -> str:
     return f"feed:trending:{{{lang}}}"
 
 
+def trending_lock(lang: str) -> str:
+    """Held by the process refreshing one language's trending list."""
+    return f"feed:trending:{{{lang}}}:lock"
+
+
 def popular_authors(lang: str) -> str:
     """Sorted set of popular authors in one language (score: followers)."""
     return f"feed:popular:{{{lang}}}"

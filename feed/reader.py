@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,10 +28,15 @@ __all__ = ["FeedPage", "Reader"]
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 RECOMMENDATION_TTL_SECONDS = 900
 # The refresh job drops the cached copy when it stores new lists, so it may live long.
 STORED_RECOMMENDATIONS_CACHE_SECONDS = 900
-TRENDING_TTL_SECONDS = 60
+TRENDING_FRESH_SECONDS = 60  # a trending list older than this is refreshed in the background
+TRENDING_TTL_SECONDS = 600  # ... and served meanwhile for up to this long
+TRENDING_LOCK_SECONDS = 30
+TRENDING_FIRST = 50  # trending koos read first for a page's recommendations
 TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
 FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
 
@@ -59,6 +65,7 @@ class Reader:
         self.stores = manager.stores
         self.cache = manager.cache
         self.cursors = CursorCodec(self.settings.cursor_secret, self.settings.cursor_ttl_seconds)
+        self._trending: dict[str, asyncio.Task[list[tuple[str, float]]]] = {}
 
     # --- users ------------------------------------------------------------------------
 
@@ -219,20 +226,31 @@ class Reader:
     ) -> list[tuple[Koo, KooPick]]:
         """The best ``limit`` recommended koos the reader may see: the stored list, or
         trending in their language. Bodies are fetched a few at a time, best first, only
-        until ``limit`` are found (a page shows one or two). ``stored``: the cached
-        stored list, when the caller has read it."""
+        until ``limit`` are found (a page shows one or two); of the trending list only the
+        top TRENDING_FIRST are read unless they are all filtered out. ``stored``: the
+        cached stored list, when the caller has read it."""
         if limit <= 0:
             return []
         if stored is None:
             stored = await self._stored(user.user_id, "koos")
-        ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored] if stored else [
-            KooPick(koo_id, score, "") for koo_id, score in
-            await self.trending_ids(user.lang, now_ms=now_ms)
-        ]
+        whole = bool(stored)  # a stored list is read whole; trending first in part
+        if stored:
+            ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
+        else:
+            ranked = [KooPick(koo_id, score, "") for koo_id, score in
+                      await self.trending_ids(user.lang, now_ms=now_ms, limit=TRENDING_FIRST)]
+            whole = len(ranked) < TRENDING_FIRST
         excluded = relations.hidden()
         out: list[tuple[Koo, KooPick]] = []
         start = 0
-        while start < len(ranked) and len(out) < limit:
+        while len(out) < limit:
+            if start >= len(ranked):
+                if whole:
+                    break
+                rest = await self.trending_ids(user.lang, now_ms=now_ms)
+                ranked += [KooPick(k, score, "") for k, score in rest[len(ranked):]]
+                whole = True
+                continue
             chunk = ranked[start:start + max(8, 2 * (limit - len(out)))]
             start += len(chunk)
             bodies = await self.manager.koos([p.koo_id for p in chunk])
@@ -258,20 +276,53 @@ class Reader:
                                                    ttl=STORED_RECOMMENDATIONS_CACHE_SECONDS)
         return stored
 
-    async def trending_ids(self, lang: str, *, now_ms: int) -> list[tuple[str, float]]:
-        """(koo_id, score) of trending koos in one language, best first (cached a minute)."""
+    async def trending_ids(
+        self, lang: str, *, now_ms: int, limit: int = TRENDING_SAMPLE,
+    ) -> list[tuple[str, float]]:
+        """(koo_id, score) of the best ``limit`` trending koos in one language.
+
+        A cached list older than TRENDING_FRESH_SECONDS is still served while one
+        process refreshes it in the background; with none cached, concurrent reads of
+        this process share one computation.
+        """
         cached = None
         with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.trending(lang, TRENDING_SAMPLE)
-        if cached is None:
-            ids: list[str] = []
-            for day in (now_ms, now_ms - 86_400_000):
-                ids += await self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
-            bodies = await self.manager.koos(ids)
-            cached = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
+            cached = await self.cache.trending(lang, limit)
+        if cached is not None:
+            entries, computed = cached
+            if now_ms - computed > TRENDING_FRESH_SECONDS * 1000:
+                self._trending_task(lang, now_ms, refresh=True)
+            return entries
+        return (await self._trending_task(lang, now_ms, refresh=False))[:limit]
+
+    def _trending_task(self, lang: str, now_ms: int, *, refresh: bool
+                       ) -> asyncio.Task[list[tuple[str, float]]]:
+        task = self._trending.get(lang)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(
+                self._compute_trending(lang, now_ms, refresh=refresh))
+            task.add_done_callback(_quietly)
+            self._trending[lang] = task
+        return task
+
+    async def _compute_trending(self, lang: str, now_ms: int, *, refresh: bool
+                                ) -> list[tuple[str, float]]:
+        if refresh:
+            taken = False
             with contextlib.suppress(StorageUnavailable):
-                await self.cache.store_trending(lang, cached, ttl=TRENDING_TTL_SECONDS)
-        return cached
+                taken = await self.cache.try_lock(keys.trending_lock(lang),
+                                                  TRENDING_LOCK_SECONDS)
+            if not taken:
+                return []  # another process is refreshing it
+        ids: list[str] = []
+        for day in (now_ms, now_ms - 86_400_000):
+            ids += await self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
+        bodies = await self.manager.koos(ids)
+        scored = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
+        with contextlib.suppress(StorageUnavailable):
+            await self.cache.store_trending(lang, scored, ttl=TRENDING_TTL_SECONDS,
+                                            computed_ms=now_ms)
+        return scored
 
     async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
         """Trending koos in one language with their bodies, best first."""
@@ -322,6 +373,12 @@ class Reader:
             for kind in ("follows", "koos"):
                 await self.cache.drop_recommendations(reader, kind)
         return len(follows) + len(koos)
+
+
+def _quietly(task: asyncio.Task[Any]) -> None:
+    """Retrieve a background task's exception (logged, not raised anywhere)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background refresh failed", extra={"error": str(task.exception())})
 
 
 async def _or_load(value: T | None, load: Callable[[], Awaitable[T]]) -> T:

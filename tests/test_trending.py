@@ -1,0 +1,81 @@
+"""Trending lists: no stampede when they expire or the cache is lost.
+
+Pass criteria: 20 concurrent reads with no cached list make one computation
+(two DynamoDB day queries), not twenty; a list older than
+TRENDING_FRESH_SECONDS is still served at once, and one background refresh
+replaces it; a page's recommendations read only the top of the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from feed.reader import TRENDING_FRESH_SECONDS, Reader
+from feed.services import Services
+from feed.store.koos import Koos
+from tests.conftest import uid
+from tests.helpers import apply_all, koo, signup
+
+
+def _count_day_queries(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    original = Koos.recent_in_lang
+
+    async def counting(self: Koos, lang: str, *args: Any, **kw: Any) -> Any:
+        calls.append(lang)
+        return await original(self, lang, *args, **kw)
+
+    monkeypatch.setattr(Koos, "recent_in_lang", counting)
+    return calls
+
+
+async def test_concurrent_reads_share_one_computation(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    author = uid()
+    ids = [uid("k") for _ in range(3)]
+    await apply_all(services, signup(author, lang="pt"),
+                    *(koo(k, author, lang="pt") for k in ids))
+    await services.cache.redis.flushdb()
+    queries = _count_day_queries(monkeypatch)
+    reader = Reader(services.manager)
+    now = int(time.time() * 1000)
+    results = await asyncio.gather(*(reader.trending_ids("pt", now_ms=now) for _ in range(20)))
+    assert len(queries) == 2, "one computation: today's and yesterday's koos"
+    assert all({k for k, _ in r} == set(ids) for r in results)
+
+
+async def test_a_stale_list_is_served_and_refreshed_once(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    author = uid()
+    old, new = uid("k"), uid("k")
+    await apply_all(services, signup(author, lang="en"), koo(new, author, lang="en"))
+    now = int(time.time() * 1000)
+    stale_at = now - (TRENDING_FRESH_SECONDS + 5) * 1000
+    await services.cache.store_trending("en", [(old, 1.0)], ttl=600, computed_ms=stale_at)
+    queries = _count_day_queries(monkeypatch)
+    reader = Reader(services.manager)
+
+    served = await asyncio.gather(*(reader.trending_ids("en", now_ms=now) for _ in range(10)))
+    assert all(s == [(old, 1.0)] for s in served), "the stale list is served at once"
+    await reader._trending["en"]
+    assert len(queries) == 2, "one refresh for ten stale reads"
+    cached = await services.cache.trending("en", 10)
+    assert cached is not None
+    entries, computed = cached
+    assert [k for k, _ in entries] == [new]
+    assert computed == now
+
+
+async def test_a_page_reads_only_the_top_of_the_list(services: Services) -> None:
+    now = int(time.time() * 1000)
+    scored = [(uid("k"), float(1000 - i)) for i in range(400)]
+    await services.cache.store_trending("hi", scored, ttl=600, computed_ms=now)
+    reader = Reader(services.manager)
+    top = await reader.trending_ids("hi", now_ms=now, limit=50)
+    assert top == scored[:50]
