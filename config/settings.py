@@ -70,6 +70,7 @@ class Settings:
     dynamodb_concurrency: int = 16
     redis_timeout: float = 2.0
     api_timeout: float = 0.8
+    api_max_in_flight: int = 64
     job_max_tries: int = 8
     worker_max_jobs: int = 32
     worker_metrics_port: int = 9108
@@ -172,6 +173,8 @@ class Settings:
             ),
             "redis_timeout": reader.get("REDIS_TIMEOUT", _positive_float, defaults.redis_timeout),
             "api_timeout": reader.get("API_TIMEOUT", _positive_float, defaults.api_timeout),
+            "api_max_in_flight": reader.get("API_MAX_IN_FLIGHT", _positive_int,
+                                            defaults.api_max_in_flight),
             "job_max_tries": reader.get("JOB_MAX_TRIES", _positive_int, defaults.job_max_tries),
             "worker_max_jobs": reader.get(
                 "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs

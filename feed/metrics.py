@@ -13,6 +13,7 @@ __all__ = [
     "FANOUT_LAG",
     "LOOP_LAG",
     "QUEUE_DEPTH",
+    "READS_SHED",
     "REQUEST_LATENCY",
 ]
 
@@ -58,4 +59,9 @@ LOOP_LAG = Histogram(
     "feed_event_loop_lag_seconds",
     "How late the process's event loop wakes a sampler that sleeps 50 ms (the API's).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+READS_SHED = Counter(
+    "feed_api_reads_shed_total",
+    "Reads refused at once (503) because FEED_API_MAX_IN_FLIGHT reads were in flight.",
 )

@@ -132,19 +132,35 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def within(seconds: float, endpoint: Endpoint) -> Endpoint:
-    """A read route that answers 503 rather than wait on storage longer than ``seconds``
-    (DynamoDB's own timeouts and retries can add up to many seconds)."""
+class ReadGate:
+    """Bounds of the read routes: an answer within ``seconds`` (DynamoDB's own timeouts
+    and retries can add up to many seconds), and at most ``limit`` reads in flight in
+    this process. Past the limit a read is refused at once (503): an overloaded process
+    then keeps finishing the reads it took instead of interleaving more and more of
+    them until each one runs out of time."""
 
-    @functools.wraps(endpoint)
-    async def bounded(request: Request) -> Response:
-        try:
-            async with asyncio.timeout(seconds):  # no extra task per request, unlike wait_for
-                return await endpoint(request)
-        except TimeoutError:
-            raise StorageUnavailable(f"no answer within {seconds:g} s", "timeout") from None
+    def __init__(self, seconds: float, limit: int) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self.in_flight = 0
 
-    return bounded
+    def __call__(self, endpoint: Endpoint) -> Endpoint:
+        @functools.wraps(endpoint)
+        async def bounded(request: Request) -> Response:
+            if self.in_flight >= self.limit:
+                metrics.READS_SHED.inc()
+                raise StorageUnavailable(f"{self.limit} reads in flight", "overloaded")
+            self.in_flight += 1
+            try:
+                async with asyncio.timeout(self.seconds):  # no task per request (wait_for)
+                    return await endpoint(request)
+            except TimeoutError:
+                raise StorageUnavailable(f"no answer within {self.seconds:g} s",
+                                         "timeout") from None
+            finally:
+                self.in_flight -= 1
+
+        return bounded
 
 
 class MetricsMiddleware:
@@ -193,7 +209,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             stack.callback(sampler.cancel)
             yield
 
-    bound = functools.partial(within, settings.api_timeout)
+    bound = ReadGate(settings.api_timeout, settings.api_max_in_flight)
     route_list = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
