@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 from config.settings import Settings
 from feed import keys
@@ -23,6 +24,8 @@ from feed.cache import Cache, RelationSets, TimelineWindow
 from feed.errors import StorageUnavailable
 from feed.models import Koo
 from feed.store import Entry, Stores
+
+T = TypeVar("T")
 
 __all__ = ["REACTION_WEIGHT", "Candidate", "FeedManager", "Slice"]
 
@@ -62,6 +65,7 @@ class FeedManager:
         self.stores = stores
         self.cache = cache
         self._background: set[asyncio.Task[None]] = set()
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
 
     # --- views, from the cache with a DynamoDB fallback --------------------------------
 
@@ -98,10 +102,13 @@ class FeedManager:
         return await self.load_celebrities()
 
     async def load_celebrities(self) -> frozenset[str]:
-        authors = frozenset(await self.stores.users.celebrities())
-        with contextlib.suppress(StorageUnavailable):
-            await self.cache.store_celebrities(authors)
-        return authors
+        async def load() -> frozenset[str]:
+            authors = frozenset(await self.stores.users.celebrities())
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.store_celebrities(authors)
+            return authors
+
+        return await self._once("celebrities", load)
 
     async def affinity_of(self, reader: str) -> dict[str, float]:
         """author_id -> weight of the reader's recent reactions to that author's koos."""
@@ -374,12 +381,14 @@ class FeedManager:
             cached = dict.fromkeys(authors)
         rows: dict[str, list[tuple[str, int]]] = {}
         from_storage: list[tuple[str, tuple[int, str] | None]] = []
-        uncached: list[str] = []
+        fresh: list[str] = []
         for author in authors:
             hit = cached.get(author)
             if hit is None:
-                uncached.append(author)
-                from_storage.append((author, before))
+                if before is None:
+                    fresh.append(author)  # read their recent koos once, and cache them
+                else:
+                    from_storage.append((author, before))
                 continue
             entries, complete = hit
             rows[author] = entries
@@ -387,6 +396,13 @@ class FeedManager:
                 # The cached set was trimmed: older koos are only in DynamoDB.
                 tail = (entries[-1][1], entries[-1][0]) if entries else before
                 from_storage.append((author, tail))
+        keep = self.settings.celebrity_recent_items
+        recents = await asyncio.gather(*(self._recent_of(a) for a in fresh))
+        for author, recent in zip(fresh, recents, strict=True):
+            rows[author] = recent[:limit]
+            if len(recent) < limit and len(recent) >= keep:
+                # More than the cache keeps, fewer than this read wants: read on.
+                from_storage.append((author, (recent[-1][1], recent[-1][0])))
         loaded = await asyncio.gather(*(
             self.stores.koos.by_author(a, limit=limit - len(rows.get(a, [])), before=b)
             for a, b in from_storage
@@ -400,13 +416,29 @@ class FeedManager:
             if len(entries) >= limit:
                 last = (entries[-1][1], entries[-1][0])
                 horizon = last if horizon is None else max(horizon, last)
-        if uncached and before is None:
-            with contextlib.suppress(StorageUnavailable):
-                await self._cache_recent(uncached)
         return found, horizon
 
-    async def _cache_recent(self, authors: Iterable[str]) -> None:
-        keep = self.settings.celebrity_recent_items
-        for author in authors:
+    async def _recent_of(self, author: str) -> list[tuple[str, int]]:
+        """A pulled author's recent koos from DynamoDB (FEED_CELEBRITY_RECENT_ITEMS of
+        them), cached for the next reads; concurrent readers share one query."""
+
+        async def load() -> list[tuple[str, int]]:
             recent = await self.stores.koos.by_author(author, limit=keep)
-            await self.cache.store_author_recent(author, recent, complete=len(recent) < keep)
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.store_author_recent(author, recent,
+                                                     complete=len(recent) < keep)
+            return recent
+
+        keep = self.settings.celebrity_recent_items
+        return await self._once(f"recent:{author}", load)
+
+    async def _once(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
+        """Run ``load`` once for every concurrent caller with the same ``key`` (a cold
+        cache would otherwise send each of a crowd of reads to DynamoDB for the same
+        rows). A caller that gives up does not cancel the others' load."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(load())
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return cast(T, await asyncio.shield(task))
