@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Koo", "Reaction", "User"]
@@ -57,7 +57,6 @@ class Koo:
     rekoos: int = 0
     comments: int = 0
     deleted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
