@@ -862,14 +862,16 @@ def report(
             ["followers", "runs", "Cache.push", "raw ZADD", "service/raw", "per chunk",
              "target ≥ 60%", "raw EVALSHA", "EVALSHA/ZADD", "Cache.push/EVALSHA",
              "raw ZADD+trim", "ZADD+trim/ZADD", "batched Lua", "batched/ZADD"], rows))
-        out += ["", "Cache.push: the service (`feed.cache.Cache.push`: one EVALSHA per reader of "
-                "a Lua script doing EXISTS, ZADD, ZREMRANGEBYRANK). raw ZADD: redis.asyncio "
-                "pipelined ZADD, the DESIGN's anchor. raw EVALSHA: the service's script sent "
-                "with a bare `pipe.evalsha` (no Cache code around it). raw ZADD+trim: ZADD and "
-                "ZREMRANGEBYRANK pipelined, no script (and no existence check). batched Lua: a "
-                "proposal, not the service: the same script logic over all the chunk's "
-                "readers in one EVALSHA (standalone Redis only). Timelines hold the `!ready` "
-                "sentinel and under 128 entries (nothing is trimmed)."]
+        out += ["", "Cache.push: the service (`feed.cache.Cache.push`: on a standalone Redis one "
+                "EVALSHA per 500 readers of a Lua script doing EXISTS, ZADD and the trim for "
+                "each; one call per reader on a Redis Cluster). raw ZADD: redis.asyncio "
+                "pipelined ZADD, the DESIGN's anchor. raw EVALSHA: the service's one-reader "
+                "script sent per reader with a bare `pipe.evalsha`. raw ZADD+trim: ZADD and "
+                "ZREMRANGEBYRANK pipelined, no script (and no existence check). batched Lua: "
+                "the per-reader script logic over all the chunk's readers in one EVALSHA, "
+                "written here (the service's own script is the one Cache.push runs). "
+                "Timelines hold the `!ready` sentinel and under 128 entries (nothing is "
+                "trimmed)."]
         sf_names = [n for n in (redis_rows[0].names if redis_rows else []) if
                     n.startswith("sf_")]
         if sf_names:
@@ -932,8 +934,10 @@ def report(
         out.append(markdown_table(
             ["author's followers", "active", "delivered", "p50", "p99 (nearest rank)",
              "first follower p50", "target p99", "result"], rows))
-        out += ["", "In-process worker (`workers.settings.run_workers`, realtime queue), "
-                "DynamoDB written before the cache (FeedManager.push). With fewer than 100 "
+        out += ["", "In-process worker (`workers.settings.run_workers`, realtime queue): the "
+                "fan-out shows the koo in cached timelines as it pages the followers "
+                "(FeedManager.announce), then writes the rows and pushes again "
+                "(FeedManager.push). With fewer than 100 "
                 "samples p99 is the slowest sample. DynamoDB calls the service made per koo "
                 "(count x mean latency; batch writes run 16 at a time):", ""]
         for d in deliveries:
