@@ -46,7 +46,8 @@ async def test_concurrent_reads_share_one_computation(
     now = int(time.time() * 1000)
     results = await asyncio.gather(*(reader.trending_ids("pt", now_ms=now) for _ in range(20)))
     assert len(queries) == 2, "one computation: today's and yesterday's koos"
-    assert all({k for k, _ in r} == set(ids) for r in results)
+    assert all(r == results[0] for r in results), "every read got the one computed list"
+    assert set(ids) <= {k for k, _ in results[0]}  # other tests' koos may trend too
 
 
 async def test_a_stale_list_is_served_and_refreshed_once(
@@ -68,7 +69,8 @@ async def test_a_stale_list_is_served_and_refreshed_once(
     cached = await services.cache.trending("en", 10)
     assert cached is not None
     entries, computed = cached
-    assert [k for k, _ in entries] == [new]
+    assert old not in {k for k, _ in entries}, "the refresh replaced the stale list"
+    assert new in {k for k, _ in entries}
     assert computed == now
 
 
