@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 __all__ = [
     "Stopwatch",
     "bench_document",
+    "check_flushable_dbs",
     "command_line",
     "cpu_model",
     "dynamodb_identity",
@@ -98,6 +100,20 @@ def redis_db(url: str) -> int:
     if path:
         return int(path)
     return int(query.get("db", ["0"])[0])
+
+
+def check_flushable_dbs(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                        *names: str) -> None:
+    """Stop with a usage error unless each of the Redis URL options ``names`` (attribute
+    names, e.g. ``cache_redis_url``) names a database other than 0: benches flush them."""
+    for name in names:
+        option = "--" + name.replace("_", "-")
+        try:
+            db = redis_db(getattr(args, name))
+        except ValueError:
+            parser.error(f"{option}: cannot tell the database number")
+        if db == 0:
+            parser.error(f"{option} must name a database other than 0 (it is flushed)")
 
 
 async def redis_server_version(redis: Redis) -> str:

@@ -72,6 +72,7 @@ from redis.asyncio import Redis
 
 from bench._common import (
     bench_document,
+    check_flushable_dbs,
     command_line,
     environment,
     fmt_int,
@@ -79,7 +80,6 @@ from bench._common import (
     median,
     percentile,
     progress,
-    redis_db,
     target,
     version,
     write_json,
@@ -163,14 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     parser.add_argument("--quick", action="store_true", help="a small run (about 2 min)")
     args = parser.parse_args(argv)
-    for name in ("queue_redis_url", "cache_redis_url"):
-        try:
-            db = redis_db(getattr(args, name))
-        except ValueError:
-            parser.error(f"--{name.replace('_', '-')}: cannot tell the database number")
-        if db == 0:
-            parser.error(f"--{name.replace('_', '-')} must name a database other than 0 "
-                         "(it is flushed)")
+    check_flushable_dbs(parser, args, "queue_redis_url", "cache_redis_url")
     if args.queue_redis_url == args.cache_redis_url:
         parser.error("the queue and the cache need different databases (the cache is "
                      "flushed in the middle of the run)")

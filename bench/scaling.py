@@ -53,6 +53,7 @@ from redis.asyncio import Redis
 from bench._common import (
     ROOT,
     bench_document,
+    check_flushable_dbs,
     command_line,
     dynamodb_local_pid,
     environment,
@@ -64,7 +65,6 @@ from bench._common import (
     nproc,
     process_cpu_seconds,
     progress,
-    redis_db,
     write_json,
 )
 from bench.fanout import create_timelines
@@ -140,14 +140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="a smaller workload, one pass")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     args = parser.parse_args(argv)
-    for name in ("redis_url", "cache_redis_url"):
-        try:
-            db = redis_db(getattr(args, name))
-        except ValueError:
-            parser.error(f"--{name.replace('_', '-')}: cannot tell the database number")
-        if db == 0:
-            parser.error(f"--{name.replace('_', '-')} must name a database other than 0 "
-                         "(it is flushed)")
+    check_flushable_dbs(parser, args, "redis_url", "cache_redis_url")
     koos = args.koos if args.koos is not None else (1 if args.quick else 2)
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 2)
     if koos < 1 or repeat < 1 or not 0 < args.active_fraction <= 1:
