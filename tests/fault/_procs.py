@@ -8,11 +8,13 @@ fixtures so nothing outlives its test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -118,6 +120,16 @@ class RedisServer:
                  "--daemonize", "no"],
                 stdout=sink, stderr=sink,
             )
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[RedisServer]:
+        """Started and answering for the block, stopped after it (whatever happened)."""
+        self.start()
+        try:
+            await self.ready()
+            yield self
+        finally:
+            self.stop()
 
     async def ready(self, within: float = 15) -> None:
         """Wait (without blocking the event loop) until the server answers PING."""

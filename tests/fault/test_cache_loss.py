@@ -42,13 +42,8 @@ PHASE_SECONDS = 45.0
 
 @pytest.fixture
 async def cache_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "cache")
-    server.start()
-    try:
-        await server.ready()
+    async with RedisServer(tmp_path / "cache").serving() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

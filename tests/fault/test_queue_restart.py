@@ -47,13 +47,8 @@ AUTH = {"Authorization": "Bearer test-token-123456"}
 
 @pytest.fixture
 async def queue_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "queue", aof=True)
-    server.start()
-    try:
-        await server.ready()
+    async with RedisServer(tmp_path / "queue", aof=True).serving() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
