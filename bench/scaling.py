@@ -454,10 +454,10 @@ async def check_run(services: Services, graph: Graph, opts: Options, index: int)
     db = services.stores.db
     for followers in graph.authors.values():
         for reader in followers[:: max(1, len(followers) // CHECK_SAMPLE)]:
-            reply = await db.call("query", TableName=db.table(TIMELINES), Select="COUNT",
-                                  KeyConditionExpression="reader_id = :r",
-                                  ExpressionAttributeValues=values(r=reader),
-                                  ConsistentRead=True)
+            reply = await db.call("Query", {
+                "TableName": db.table(TIMELINES), "Select": "COUNT",
+                "KeyConditionExpression": "reader_id = :r",
+                "ExpressionAttributeValues": values(r=reader), "ConsistentRead": True})
             if reply["Count"] != index * opts.koos:
                 raise RuntimeError(f"run {index}: stored timeline of {reader} holds "
                                    f"{reply['Count']} rows, not {index * opts.koos}")

@@ -67,6 +67,7 @@ class Settings:
     dynamodb_read_timeout: float = 5.0
     dynamodb_max_attempts: int = 4
     dynamodb_retry_mode: str = "standard"
+    dynamodb_client: str = "direct"
     dynamodb_concurrency: int = 16
     redis_timeout: float = 2.0
     api_timeout: float = 0.8
@@ -167,6 +168,9 @@ class Settings:
             ),
             "dynamodb_retry_mode": reader.get(
                 "DYNAMODB_RETRY_MODE", _retry_mode, defaults.dynamodb_retry_mode
+            ),
+            "dynamodb_client": reader.get(
+                "DYNAMODB_CLIENT", _dynamodb_client, defaults.dynamodb_client
             ),
             "dynamodb_concurrency": reader.get(
                 "DYNAMODB_CONCURRENCY", _positive_int, defaults.dynamodb_concurrency
@@ -320,6 +324,12 @@ def _secret(raw: str) -> str:
 def _retry_mode(raw: str) -> str:
     if raw not in {"standard", "adaptive"}:
         raise ValueError("must be 'standard' or 'adaptive'")
+    return raw
+
+
+def _dynamodb_client(raw: str) -> str:
+    if raw not in {"direct", "aioboto3"}:
+        raise ValueError("must be 'direct' or 'aioboto3'")
     return raw
 
 

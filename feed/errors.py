@@ -6,6 +6,7 @@ from typing import Any
 
 __all__ = [
     "ConditionFailed",
+    "CredentialsRejected",
     "FeedError",
     "NotFound",
     "NotReady",
@@ -16,6 +17,7 @@ __all__ = [
     "Unapplicable",
     "ValidationFailed",
     "from_client_error",
+    "from_error_response",
 ]
 
 
@@ -52,6 +54,11 @@ class RetriesExhausted(StorageUnavailable):
     """A batch kept coming back unprocessed after every retry."""
 
 
+class CredentialsRejected(StorageError):
+    """DynamoDB refused the credentials (unknown key, bad signature, no permission):
+    retrying will not help; the message names where the credentials came from."""
+
+
 class ConditionFailed(StorageError):
     """A conditional write found the item in another state."""
 
@@ -86,23 +93,56 @@ RETRYABLE_REASONS = frozenset(
 )
 
 
-def from_client_error(exc: Any) -> StorageError:
+# Error codes that mean "these credentials are wrong, or not allowed to do this".
+CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "AccessDeniedException",
+    }
+)
+
+
+def from_client_error(exc: Any, *, credentials: str = "") -> StorageError:
     """Map a botocore ``ClientError`` to the project's own type."""
     response = getattr(exc, "response", {}) or {}
     error = response.get("Error", {})
-    code = str(error.get("Code", ""))
-    message = str(error.get("Message", "")) or str(exc)
+    reasons = response.get("CancellationReasons")
+    mapped = from_error_response(
+        str(error.get("Code", "")),
+        str(error.get("Message", "")) or str(exc),
+        [str(r.get("Code", "None")) for r in reasons] if reasons else None,
+        credentials=credentials,
+    )
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if isinstance(status, int) and status >= 500 and not isinstance(mapped, StorageUnavailable):
+        return StorageUnavailable(str(mapped), mapped.code)  # a server's failure, transient
+    return mapped
+
+
+def from_error_response(
+    code: str, message: str, reasons: list[str] | None = None, *, credentials: str = ""
+) -> StorageError:
+    """Map a DynamoDB error (its code, message and a cancelled transaction's reasons)
+    to the project's own type; ``credentials`` says where the client's credentials came
+    from, for the message of a refused one."""
     if code == "ConditionalCheckFailedException":
         return ConditionFailed(message, code)
     if code == "TransactionCanceledException":
-        reasons = [str(r.get("Code", "None")) for r in response.get("CancellationReasons", [])]
-        if not reasons:
-            reasons = _reasons_from_message(message)
+        reasons = reasons or _reasons_from_message(message)
         if any(r in RETRYABLE_REASONS or r in RETRYABLE_CODES for r in reasons):
             return StorageUnavailable(message, "TransactionConflictException")
         return TransactionCancelled(reasons)
     if code in RETRYABLE_CODES:
         return StorageUnavailable(message, code)
+    if code in CREDENTIAL_CODES:
+        source = f" (credentials from {credentials})" if credentials else ""
+        return CredentialsRejected(f"DynamoDB refused the request{source}: {code}: {message}",
+                                   code)
     return StorageError(f"{code}: {message}" if code else message, code)
 
 

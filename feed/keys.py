@@ -22,6 +22,7 @@ TIMELINE_READY = "!ready"  # sentinel member of a complete cached timeline (scor
 TIMELINE_BUILDING = "!building"  # sentinel member while a rebuild is in progress
 COMPLETE = "!all"  # sentinel of a cached author set that holds the author's whole history
 LOADED = "!"  # sentinel member of a cached set that has been loaded from storage
+READY_PROBE_USER = "!ready"  # a user id no user can have: /readyz reads it from DynamoDB
 
 
 def sort_key(created_ms: int, koo_id: str) -> str:

@@ -158,6 +158,7 @@ async def open_services(
     """
     async with contextlib.AsyncExitStack() as stack:
         db = await stack.enter_async_context(open_dynamo(settings))
+        await db.check_credentials()
         regions = await stack.enter_async_context(open_regions(settings))
         if cache_redis is None:
             cache_redis = await open_cache_redis(settings)

@@ -7,6 +7,8 @@ touch DynamoDB are marked ``dynamodb`` automatically, so CI runs them against
 both. Redis is the one at ``FEED_TEST_REDIS_URL`` (default
 redis://127.0.0.1:6379), databases 14 (queue) and 15 (cache) unless
 ``FEED_TEST_REDIS_DBS=Q,C`` says otherwise, flushed before each test.
+``FEED_DYNAMODB_CLIENT`` (``direct`` or ``aioboto3``) picks the data-plane client, in
+the tests' own settings and, through the environment, in the processes they start.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from feed.services import Services, open_services
 from feed.store import Stores, create_tables, open_dynamo
 
 BACKEND = os.environ.get("FEED_TEST_BACKEND", "moto")
+CLIENT = os.environ.get("FEED_DYNAMODB_CLIENT", "direct")
 REDIS_BASE = os.environ.get("FEED_TEST_REDIS_URL", "redis://127.0.0.1:6379").rstrip("/")
 _QUEUE_DB, _CACHE_DB = os.environ.get("FEED_TEST_REDIS_DBS", "14,15").split(",")
 QUEUE_URL = f"{REDIS_BASE}/{_QUEUE_DB}"
@@ -68,6 +71,7 @@ def make_settings(endpoint: str, **overrides: Any) -> Settings:
         cache_redis_url=CACHE_URL,
         dynamodb_endpoint=endpoint,
         aws_region="ap-south-1",
+        dynamodb_client=CLIENT,
         table_prefix=f"t{uuid.uuid4().hex[:6]}_",
         api_tokens=("test-token-123456",),
         cursor_secret="test-cursor-secret-0123456789",

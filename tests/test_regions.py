@@ -206,6 +206,6 @@ def test_tables_create_makes_the_regional_table(
     async def regional_tables() -> list[str]:
         async with open_dynamo(settings, endpoint=eu_endpoint, region=EU, regional=True,
                                prefix="") as db:
-            return list((await db.call("list_tables")).get("TableNames", []))
+            return list((await db.admin("list_tables")).get("TableNames", []))
 
     assert f"{prefix}eu_{USERS}" in asyncio.run(regional_tables())

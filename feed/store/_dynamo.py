@@ -1,11 +1,16 @@
-"""The DynamoDB connection: one aioboto3 client, error mapping, paging, batches.
+"""The DynamoDB connection: the transport, error mapping, the one retry layer, paging.
 
-Everything that touches DynamoDB goes through :class:`Dynamo`, which is the
-one place that decides what is retried: botocore retries transient transport
-and throttling errors first (standard or adaptive mode, bounded attempts);
-batch operations then retry what came back unprocessed or throttled, with
-capped exponential backoff and full jitter, and raise
-:class:`~feed.errors.RetriesExhausted` when the budget is spent.
+Everything that touches DynamoDB goes through :class:`Dynamo`, which is the one
+place that decides what is retried. Data-plane calls go over a transport
+(feed.store._transport: direct HTTP by default, aioboto3 by choice), which never
+retries; control-plane calls (tables, TTL) always go through aioboto3, opened on
+first use, with botocore's retries off. A single call is retried on
+:class:`~feed.errors.StorageUnavailable` up to ``FEED_DYNAMODB_MAX_ATTEMPTS`` times
+with capped exponential backoff and full jitter; a batch chunk or a transaction
+runs its own loop over the same budget of :class:`Backoff` attempts, retrying what
+came back unprocessed, throttled or conflicted, and raises
+:class:`~feed.errors.RetriesExhausted` when it is spent. Nothing multiplies: one
+chunk is at most ``Backoff.attempts + 1`` sends.
 """
 
 from __future__ import annotations
@@ -13,27 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aioboto3
-from aiobotocore.config import AioConfig
-from botocore.exceptions import BotoCoreError, ClientError
-
 from config.settings import Settings
-from config.tables import TABLES
+from config.tables import TABLES, USERS
 from feed import metrics
+from feed.keys import READY_PROBE_USER
 from feed.errors import (
+    CredentialsRejected,
     RetriesExhausted,
     StorageError,
     StorageUnavailable,
-    from_client_error,
 )
+from feed.store._boto import BotoTransport, call_boto, open_boto_client
 from feed.store._codec import Item, Wire, from_wire, to_wire
+from feed.store._credentials import CredentialSource, resolve_credentials
+from feed.store._transport import DirectTransport, Hook, Transport
 
 __all__ = ["Backoff", "Dynamo", "open_dynamo"]
 
@@ -41,6 +45,8 @@ log = logging.getLogger(__name__)
 
 BATCH_WRITE_MAX = 25
 BATCH_GET_MAX = 100
+THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException",
+                        "RequestLimitExceeded"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,41 +78,67 @@ async def open_dynamo(
     """
     if not regional and endpoint is None:
         endpoint = settings.dynamodb_endpoint
-    credentials: dict[str, str] = {}
-    if endpoint and not _credentials_configured():
-        # A local emulator accepts any credentials; avoid searching the AWS chain.
-        credentials = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-    session = aioboto3.Session(region_name=region or settings.aws_region, **credentials)
-    config = AioConfig(
-        retries={
-            "mode": settings.dynamodb_retry_mode,
-            "max_attempts": settings.dynamodb_max_attempts,
-        },
-        connect_timeout=settings.dynamodb_connect_timeout,
-        read_timeout=settings.dynamodb_read_timeout,
-        max_pool_connections=max(64, settings.dynamodb_concurrency * 4),
-        tcp_keepalive=True,
-    )
-    async with session.client("dynamodb", endpoint_url=endpoint, config=config) as client:
-        yield Dynamo(client, settings, prefix=settings.table_prefix if prefix is None else prefix)
+    region = region or settings.aws_region
+    credentials = await resolve_credentials(endpoint, region)
+    async with contextlib.AsyncExitStack() as stack:
+        control = _Control(settings, endpoint, region, credentials, stack)
+        transport: Transport
+        if settings.dynamodb_client == "aioboto3":
+            transport = BotoTransport(await control.client(), credentials)
+        else:
+            transport = DirectTransport.for_endpoint(
+                endpoint, region, credentials,
+                connect_timeout=settings.dynamodb_connect_timeout,
+                read_timeout=settings.dynamodb_read_timeout,
+                pool_size=max(64, settings.dynamodb_concurrency * 4),
+            )
+            stack.push_async_callback(transport.close)
+        yield Dynamo(transport, settings,
+                     prefix=settings.table_prefix if prefix is None else prefix,
+                     control=control)
 
 
-def _credentials_configured() -> bool:
-    if os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE"):
-        return True
-    shared = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")
-    return os.path.exists(os.path.expanduser(shared))
+class _Control:
+    """The aioboto3 client for control-plane calls, opened on first use."""
+
+    def __init__(self, settings: Settings, endpoint: str | None, region: str,
+                 credentials: CredentialSource, stack: contextlib.AsyncExitStack) -> None:
+        self.settings, self.endpoint, self.region = settings, endpoint, region
+        self.credentials = credentials
+        self._stack = stack
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._stack.enter_async_context(open_boto_client(
+                    self.settings, self.endpoint, self.region, self.credentials))
+        return self._client
 
 
 class Dynamo:
     """A DynamoDB client bound to the service's tables."""
 
-    def __init__(self, client: Any, settings: Settings, *, prefix: str) -> None:
-        self.client = client
+    def __init__(self, transport: Transport, settings: Settings, *, prefix: str,
+                 control: _Control | None = None) -> None:
+        self.transport = transport
         self.settings = settings
         self.prefix = prefix
         self.backoff = Backoff()
         self.concurrency = settings.dynamodb_concurrency
+        self.adaptive = settings.dynamodb_retry_mode == "adaptive"
+        self._control = control
+        self._throttled_until = 0.0  # adaptive mode: no sends before this (monotonic)
+
+    @property
+    def hooks(self) -> list[Hook]:
+        """Hooks that see every data-plane request (fault injection in tests)."""
+        return self.transport.hooks
+
+    @property
+    def credentials(self) -> CredentialSource:
+        return self.transport.credentials
 
     def table(self, dataset: str) -> str:
         """The full table name of one dataset."""
@@ -114,18 +146,59 @@ class Dynamo:
             raise KeyError(f"unknown dataset {dataset!r}")
         return self.prefix + dataset
 
-    async def call(self, operation: str, **request: Any) -> dict[str, Any]:
-        """One low-level call, timed, with errors mapped to the project's types."""
-        method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
+    async def call(self, operation: str, request: dict[str, Any], *,
+                   retry: bool = True) -> dict[str, Any]:
+        """One data-plane request (``operation`` as DynamoDB names it, the body in wire
+        format), timed; retried on StorageUnavailable unless ``retry`` is False (the
+        batch and transaction loops retry themselves)."""
+        attempts = self.settings.dynamodb_max_attempts if retry else 1
+        attempt = 0
+        while True:
+            if self.adaptive and self._throttled_until > time.monotonic():
+                await asyncio.sleep(self._throttled_until - time.monotonic())
+            started = time.perf_counter()
+            try:
+                return await self.transport.send(operation, request)
+            except StorageUnavailable as exc:
+                self._note_throttling(exc, attempt)
+                attempt += 1
+                if attempt >= attempts:
+                    raise
+                metrics.DYNAMODB_RETRIES.labels(operation, exc.code or "unavailable").inc()
+                await asyncio.sleep(self.backoff.delay(attempt - 1))
+            finally:
+                metrics.DYNAMODB_CALLS.labels(operation).observe(time.perf_counter() - started)
+
+    async def check_credentials(self) -> None:
+        """Fail at start-up, with a message naming their source, if DynamoDB refuses the
+        credentials; any other answer (even an error: a missing table, an outage) will do."""
+        try:
+            await self.call("GetItem", {
+                "TableName": self.table(USERS), "Key": to_wire({"user_id": READY_PROBE_USER}),
+            }, retry=False)
+        except CredentialsRejected:
+            raise
+        except StorageError as exc:
+            log.info("DynamoDB start-up check: %s (not a credentials problem)", exc)
+
+    def _note_throttling(self, exc: StorageError, attempt: int) -> None:
+        # Adaptive mode: a throttled request slows every request of this client for a
+        # while, rather than each retrying on its own and throttling again.
+        if self.adaptive and exc.code in THROTTLING:
+            pause = self.backoff.delay(attempt)
+            self._throttled_until = max(self._throttled_until, time.monotonic() + pause)
+
+    async def admin(self, method: str, **request: Any) -> dict[str, Any]:
+        """One control-plane call (``create_table``, ``describe_table``, ...) through
+        aioboto3, with errors mapped; not retried."""
+        if self._control is None:
+            raise StorageError("this client has no control plane")
+        client = await self._control.client()
         started = time.perf_counter()
         try:
-            return await method(**request)
-        except ClientError as exc:
-            raise from_client_error(exc) from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
-            raise StorageUnavailable(f"{operation}: {exc}", type(exc).__name__) from exc
+            return await call_boto(client, method, request, self.credentials.describe())
         finally:
-            metrics.DYNAMODB_CALLS.labels(operation).observe(time.perf_counter() - started)
+            metrics.DYNAMODB_CALLS.labels(method).observe(time.perf_counter() - started)
 
     # --- single items ----------------------------------------------------------------
 
@@ -139,7 +212,7 @@ class Dynamo:
         if attributes:
             request["ProjectionExpression"] = ", ".join(f"#a{i}" for i in range(len(attributes)))
             request["ExpressionAttributeNames"] = {f"#a{i}": a for i, a in enumerate(attributes)}
-        response = await self.call("get_item", **request)
+        response = await self.call("GetItem", request)
         item = response.get("Item")
         return from_wire(item) if item else None
 
@@ -149,7 +222,7 @@ class Dynamo:
     ) -> None:
         request: dict[str, Any] = {"TableName": self.table(dataset), "Item": to_wire(item)}
         _add_expression(request, condition, names, values)
-        await self.call("put_item", **request)
+        await self.call("PutItem", request)
 
     async def update(
         self, dataset: str, key: Mapping[str, Any], expression: str, *,
@@ -161,7 +234,7 @@ class Dynamo:
             "UpdateExpression": expression, "ReturnValues": returns,
         }
         _add_expression(request, condition, names, values)
-        response = await self.call("update_item", **request)
+        response = await self.call("UpdateItem", request)
         return from_wire(response.get("Attributes", {}))
 
     async def delete(
@@ -170,7 +243,7 @@ class Dynamo:
     ) -> None:
         request: dict[str, Any] = {"TableName": self.table(dataset), "Key": to_wire(key)}
         _add_expression(request, condition, names, values)
-        await self.call("delete_item", **request)
+        await self.call("DeleteItem", request)
 
     # --- queries ----------------------------------------------------------------------
 
@@ -204,7 +277,7 @@ class Dynamo:
             request["FilterExpression"] = filter
         if consistent:
             request["ConsistentRead"] = True
-        response = await self.call("query", **request)
+        response = await self.call("Query", request)
         items = [from_wire(i) for i in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")
         return items, (from_wire(last) if last else None)
@@ -250,7 +323,7 @@ class Dynamo:
                 request["ExpressionAttributeNames"] = {
                     f"#p{i}": a for i, a in enumerate(attributes)
                 }
-            response = await self.call("scan", **request)
+            response = await self.call("Scan", request)
             last = response.get("LastEvaluatedKey")
             cursor = from_wire(last) if last else None
             yield [from_wire(i) for i in response.get("Items", [])], cursor
@@ -287,7 +360,8 @@ class Dynamo:
         pending: dict[str, Any] = {table: request}
         for attempt in range(self.backoff.attempts + 1):
             try:
-                response = await self.call("batch_get_item", RequestItems=pending)
+                response = await self.call("BatchGetItem", {"RequestItems": pending},
+                                           retry=False)
             except StorageUnavailable as exc:
                 await self._pause(f"BatchGetItem on {table}", exc.code or "unavailable",
                                   attempt, exc)
@@ -322,7 +396,8 @@ class Dynamo:
         pending = requests
         for attempt in range(self.backoff.attempts + 1):
             try:
-                response = await self.call("batch_write_item", RequestItems={table: pending})
+                response = await self.call("BatchWriteItem", {"RequestItems": {table: pending}},
+                                           retry=False)
             except StorageUnavailable as exc:
                 await self._pause(f"BatchWriteItem on {table}", exc.code or "unavailable",
                                   attempt, exc)
@@ -356,8 +431,8 @@ class Dynamo:
         conditional write: cheaper than a one-item transaction."""
         (kind,) = item.keys()
         request = _wire_transact_item(self, item)[kind]
-        operation = {"Put": "put_item", "Update": "update_item", "Delete": "delete_item"}[kind]
-        await self.call(operation, **request)
+        operation = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}[kind]
+        await self.call(operation, request)
 
     async def transact(self, items: Sequence[Mapping[str, Any]]) -> None:
         """TransactWriteItems; items are ``{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}``
@@ -365,7 +440,7 @@ class Dynamo:
         wire_items = [_wire_transact_item(self, item) for item in items]
         for attempt in range(self.backoff.attempts + 1):
             try:
-                await self.call("transact_write_items", TransactItems=wire_items)
+                await self.call("TransactWriteItems", {"TransactItems": wire_items}, retry=False)
                 return
             except StorageUnavailable as exc:
                 # Conflicts with a concurrent transaction on the same item: try again.

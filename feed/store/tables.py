@@ -29,7 +29,7 @@ async def create_tables(
         if name in existing:
             continue
         try:
-            await db.call("create_table", **definition.create_request(name))
+            await db.admin("create_table", **definition.create_request(name))
         except StorageError as exc:
             if exc.code != "ResourceInUseException":
                 raise
@@ -51,7 +51,7 @@ async def drop_tables(db: Dynamo) -> None:
     for dataset in TABLES:
         name = db.table(dataset)
         if name in existing:
-            await db.call("delete_table", TableName=name)
+            await db.admin("delete_table", TableName=name)
 
 
 async def _existing(db: Dynamo) -> set[str]:
@@ -59,7 +59,7 @@ async def _existing(db: Dynamo) -> set[str]:
     start: str | None = None
     while True:
         request = {"ExclusiveStartTableName": start} if start else {}
-        response = await db.call("list_tables", **request)
+        response = await db.admin("list_tables", **request)
         names.update(response.get("TableNames", []))
         start = response.get("LastEvaluatedTableName")
         if not start:
@@ -68,7 +68,7 @@ async def _existing(db: Dynamo) -> set[str]:
 
 async def _wait_active(db: Dynamo, name: str, deadline: float) -> None:
     while True:
-        table = (await db.call("describe_table", TableName=name))["Table"]
+        table = (await db.admin("describe_table", TableName=name))["Table"]
         indexes = table.get("GlobalSecondaryIndexes", [])
         if table.get("TableStatus") == "ACTIVE" and all(
             i.get("IndexStatus", "ACTIVE") == "ACTIVE" for i in indexes
@@ -80,12 +80,12 @@ async def _wait_active(db: Dynamo, name: str, deadline: float) -> None:
 
 
 async def _enable_ttl(db: Dynamo, name: str, attribute: str) -> None:
-    described = await db.call("describe_time_to_live", TableName=name)
+    described = await db.admin("describe_time_to_live", TableName=name)
     status = described.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
     if status in {"ENABLED", "ENABLING"}:
         return
     try:
-        await db.call(
+        await db.admin(
             "update_time_to_live",
             TableName=name,
             TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute},

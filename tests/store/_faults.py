@@ -1,13 +1,12 @@
-"""Client-side fault injection for DynamoDB batch calls, through botocore's event hooks.
+"""Client-side fault injection for DynamoDB calls, through the transport's hooks.
 
-A ``before-call.dynamodb.<Operation>`` handler that returns ``(http_response,
-parsed_response)`` short-circuits the real call (aiobotocore's
-``AioBaseClient._make_api_call``); one that returns None lets it through. The
-injector uses both: it answers some requests itself (a throttling error, or
-every item unprocessed) and, to answer with *part* of the items unprocessed,
-rewrites the request body to the items it lets through and adds the withheld
-ones to the real response in ``after-call``. What DynamoDB reports as
-unprocessed was therefore never written, exactly as in production.
+Every data-plane request, on the direct transport and on aioboto3's alike, passes
+:class:`~feed.store._transport.Hook` objects in ``Dynamo.hooks`` in its wire shape:
+``before`` may answer it itself (a throttling error, or every item unprocessed) or
+edit it, and ``after`` may edit a real answer. To answer with *part* of the items
+unprocessed, the injector sends only the items it lets through and adds the
+withheld ones to the real answer. What DynamoDB reports as unprocessed was
+therefore never written, exactly as in production.
 """
 
 from __future__ import annotations
@@ -15,75 +14,90 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BatchFaults", "CallCounter", "FakeHttp", "cancelled", "throttled"]
+from feed.store import Dynamo
+from feed.store._transport import Reply
+
+__all__ = ["BatchFaults", "CallCounter", "HookBase", "cancelled", "throttled"]
 
 _WITHHELD = "tests.faults.withheld"
+_ERROR_PREFIX = "com.amazonaws.dynamodb.v20120810#"
 
 
-@dataclass
-class FakeHttp:
-    """The little of an HTTP response that ``_make_api_call`` looks at."""
-
-    status_code: int
-    headers: dict[str, str] = field(default_factory=dict)
-    content: bytes = b""
+def error_reply(code: str, message: str, **extra: Any) -> Reply:
+    """An error answer as DynamoDB sends it."""
+    return Reply(400, {"__type": _ERROR_PREFIX + code, "message": message, **extra})
 
 
-def throttled() -> tuple[FakeHttp, dict[str, Any]]:
+def throttled() -> Reply:
     """A ProvisionedThroughputExceededException answer."""
-    return FakeHttp(400), {
-        "Error": {
-            "Code": "ProvisionedThroughputExceededException",
-            "Message": "The level of configured provisioned throughput for the table was "
-            "exceeded. Consider increasing your provisioning level with the UpdateTable API.",
-        },
-        "ResponseMetadata": {"HTTPStatusCode": 400},
-    }
+    return error_reply(
+        "ProvisionedThroughputExceededException",
+        "The level of configured provisioned throughput for the table was exceeded. "
+        "Consider increasing your provisioning level with the UpdateTable API.",
+    )
 
 
-def cancelled(*codes: str) -> tuple[FakeHttp, dict[str, Any]]:
+def cancelled(*codes: str) -> Reply:
     """A TransactionCanceledException answer with one cancellation reason per item, as
     DynamoDB sends it (``codes`` e.g. ``"None", "TransactionConflict"``)."""
     reasons = [{"Code": c} if c == "None" else {"Code": c, "Message": f"{c} (injected)"}
                for c in codes]
-    return FakeHttp(400), {
-        "Error": {
-            "Code": "TransactionCanceledException",
-            "Message": "Transaction cancelled, please refer cancellation reasons for specific "
-            f"reasons [{', '.join(codes)}]",
-        },
-        "CancellationReasons": reasons,
-        "ResponseMetadata": {"HTTPStatusCode": 400},
-    }
+    return error_reply(
+        "TransactionCanceledException",
+        "Transaction cancelled, please refer cancellation reasons for specific reasons "
+        f"[{', '.join(codes)}]",
+        CancellationReasons=reasons,
+    )
 
 
-class CallCounter:
-    """Counts the requests of one operation (and keeps their bodies); changes nothing."""
+class HookBase:
+    """A hook on one operation's requests, installed for a ``with`` block."""
 
-    def __init__(self, client: Any, operation: str) -> None:
-        self.client = client
-        self.event = f"before-call.dynamodb.{operation}"
+    def __init__(self, db: Dynamo, operation: str) -> None:
+        self.db = db
+        self.operation = operation
+
+    def before(self, operation: str, request: dict[str, Any],
+               context: dict[str, Any]) -> Reply | None:
+        return self.on_request(request, context) if operation == self.operation else None
+
+    def after(self, operation: str, request: dict[str, Any], response: dict[str, Any],
+              context: dict[str, Any]) -> None:
+        if operation == self.operation:
+            self.on_answer(response, context)
+
+    def on_request(self, request: dict[str, Any], context: dict[str, Any]) -> Reply | None:
+        return None
+
+    def on_answer(self, response: dict[str, Any], context: dict[str, Any]) -> None:
+        return None
+
+    def __enter__(self) -> Any:
+        self.db.hooks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.db.hooks.remove(self)
+
+
+class CallCounter(HookBase):
+    """Counts the requests of one operation (and keeps copies of them); changes nothing."""
+
+    def __init__(self, db: Dynamo, operation: str) -> None:
+        super().__init__(db, operation)
         self.bodies: list[dict[str, Any]] = []
 
     @property
     def calls(self) -> int:
         return len(self.bodies)
 
-    def _before(self, params: dict[str, Any], **_: Any) -> None:
-        self.bodies.append(json.loads(params["body"]))
-
-    def __enter__(self) -> CallCounter:
-        self.client.meta.events.register(self.event, self._before, unique_id=id(self))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.meta.events.unregister(self.event, unique_id=id(self))
+    def on_request(self, request: dict[str, Any], context: dict[str, Any]) -> None:
+        self.bodies.append(json.loads(json.dumps(request)))
 
 
-class BatchFaults:
+class BatchFaults(HookBase):
     """Answers a share of BatchWriteItem or BatchGetItem requests with faults.
 
     ``unprocessed``: share of requests answered with all (half of those) or a random part
@@ -93,12 +107,11 @@ class BatchFaults:
     """
 
     def __init__(
-        self, client: Any, operation: str = "BatchWriteItem", *, unprocessed: float = 0.0,
+        self, db: Dynamo, operation: str = "BatchWriteItem", *, unprocessed: float = 0.0,
         throttle: float = 0.0, seed: int = 0, max_faults_per_item: int | None = None,
     ) -> None:
         assert operation in {"BatchWriteItem", "BatchGetItem"}
-        self.client = client
-        self.operation = operation
+        super().__init__(db, operation)
         self.unprocessed = unprocessed
         self.throttle = throttle
         self.rng = random.Random(seed)
@@ -127,8 +140,7 @@ class BatchFaults:
 
     # --- hooks ---------------------------------------------------------------------------
 
-    def _before(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> Any:
-        body = json.loads(params["body"])
+    def on_request(self, body: dict[str, Any], context: dict[str, Any]) -> Reply | None:
         table, entries = self._entries(body)
         self.calls += 1
         self.items_sent += len(entries)
@@ -157,17 +169,15 @@ class BatchFaults:
         original = body["RequestItems"][table]
         if not kept:  # nothing processed: answer without calling DynamoDB
             if self.operation == "BatchWriteItem":
-                return FakeHttp(200), {"UnprocessedItems": self._with_entries(
-                    table, original, withheld)}
-            return FakeHttp(200), {"Responses": {table: []},
-                                   "UnprocessedKeys": self._with_entries(
-                                       table, original, withheld)}
+                return Reply(200, {"UnprocessedItems": self._with_entries(
+                    table, original, withheld)})
+            return Reply(200, {"Responses": {table: []},
+                               "UnprocessedKeys": self._with_entries(table, original, withheld)})
         body["RequestItems"] = self._with_entries(table, original, kept)
-        params["body"] = json.dumps(body).encode()
         context[_WITHHELD] = (table, original, withheld)
         return None
 
-    def _after(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    def on_answer(self, parsed: dict[str, Any], context: dict[str, Any]) -> None:
         if _WITHHELD not in context:
             return
         table, original, withheld = context.pop(_WITHHELD)
@@ -178,18 +188,3 @@ class BatchFaults:
             unprocessed = parsed.setdefault("UnprocessedKeys", {})
             already = unprocessed.get(table, {}).get("Keys", [])
             unprocessed.update(self._with_entries(table, original, [*already, *withheld]))
-
-    def __enter__(self) -> BatchFaults:
-        events = self.client.meta.events
-        events.register(f"before-call.dynamodb.{self.operation}", self._before,
-                        unique_id=f"faults-before-{id(self)}")
-        events.register(f"after-call.dynamodb.{self.operation}", self._after,
-                        unique_id=f"faults-after-{id(self)}")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        events = self.client.meta.events
-        events.unregister(f"before-call.dynamodb.{self.operation}",
-                          unique_id=f"faults-before-{id(self)}")
-        events.unregister(f"after-call.dynamodb.{self.operation}",
-                          unique_id=f"faults-after-{id(self)}")

@@ -55,7 +55,7 @@ class RecordingBackoff(Backoff):
 async def test_every_item_lands_despite_unprocessed_items_and_throttling(db: Dynamo) -> None:
     reader = uid("r")
     db.backoff = RecordingBackoff()
-    with BatchFaults(db.client, unprocessed=0.4, throttle=0.1, seed=7,
+    with BatchFaults(db, unprocessed=0.4, throttle=0.1, seed=7,
                      max_faults_per_item=4) as faults:
         written = await db.batch_write(TIMELINES, puts=rows(reader))
     assert written == ITEMS
@@ -72,7 +72,7 @@ async def test_deletes_land_despite_faults(db: Dynamo) -> None:
     reader = uid("r")
     await db.batch_write(TIMELINES, puts=rows(reader, 300))
     doomed = [{"reader_id": reader, "sk": f"{i:05d}"} for i in range(0, 300, 2)]
-    with BatchFaults(db.client, unprocessed=0.4, throttle=0.1, seed=11,
+    with BatchFaults(db, unprocessed=0.4, throttle=0.1, seed=11,
                      max_faults_per_item=4) as faults:
         assert await db.batch_write(TIMELINES, deletes=doomed) == len(doomed)
     assert faults.unprocessed_answers + faults.throttled > 0
@@ -83,7 +83,7 @@ async def test_batch_get_returns_each_item_once_despite_unprocessed_keys(db: Dyn
     reader = uid("r")
     await db.batch_write(TIMELINES, puts=rows(reader, 450))
     keys = [{"reader_id": reader, "sk": f"{i:05d}"} for i in range(500)]  # 50 missing
-    with BatchFaults(db.client, "BatchGetItem", unprocessed=0.5, throttle=0.1, seed=3,
+    with BatchFaults(db, "BatchGetItem", unprocessed=0.5, throttle=0.1, seed=3,
                      max_faults_per_item=4) as faults:
         items = await db.batch_get(TIMELINES, keys, consistent=True,
                                    attributes=["reader_id", "sk", "koo_id"])
@@ -110,13 +110,13 @@ def test_backoff_delay_is_capped_exponential_and_jittered() -> None:
 
 
 async def test_faulty_write_costs_at_most_three_times_the_calls(db: Dynamo) -> None:
-    with CallCounter(db.client, "BatchWriteItem") as clean:
+    with CallCounter(db, "BatchWriteItem") as clean:
         await db.batch_write(TIMELINES, puts=rows(uid("r")))
     assert clean.calls == ITEMS // 25
 
     reader = uid("r")
     db.backoff = RecordingBackoff()
-    with BatchFaults(db.client, unprocessed=0.4, throttle=0.1, seed=5,
+    with BatchFaults(db, unprocessed=0.4, throttle=0.1, seed=5,
                      max_faults_per_item=4) as faults:
         await db.batch_write(TIMELINES, puts=rows(reader))
     assert len(await stored(db, reader)) == ITEMS
@@ -131,7 +131,7 @@ async def test_unprocessed_forever_raises_retries_exhausted_naming_the_table(
     db: Dynamo,
 ) -> None:
     db.backoff = Backoff(base=0.001, cap=0.005, attempts=3)
-    with BatchFaults(db.client, unprocessed=1.0, seed=1) as faults, \
+    with BatchFaults(db, unprocessed=1.0, seed=1) as faults, \
             pytest.raises(RetriesExhausted) as caught:
         await db.batch_write(TIMELINES, puts=rows(uid("r"), 25))
     assert faults.calls == db.backoff.attempts + 1
@@ -143,7 +143,7 @@ async def test_unprocessed_forever_raises_retries_exhausted_naming_the_table(
 async def test_batch_get_unprocessed_forever_raises_retries_exhausted(db: Dynamo) -> None:
     db.backoff = Backoff(base=0.001, cap=0.005, attempts=3)
     keys = [{"reader_id": uid("r"), "sk": "1"} for _ in range(10)]
-    with BatchFaults(db.client, "BatchGetItem", unprocessed=1.0, seed=1) as faults, \
+    with BatchFaults(db, "BatchGetItem", unprocessed=1.0, seed=1) as faults, \
             pytest.raises(RetriesExhausted) as caught:
         await db.batch_get(TIMELINES, keys)
     assert faults.calls == db.backoff.attempts + 1
@@ -154,7 +154,7 @@ async def test_throttled_forever_raises_retries_exhausted_naming_the_table(
     db: Dynamo,
 ) -> None:
     db.backoff = Backoff(base=0.001, cap=0.005, attempts=3)
-    with BatchFaults(db.client, throttle=1.0, seed=1) as faults, \
+    with BatchFaults(db, throttle=1.0, seed=1) as faults, \
             pytest.raises(RetriesExhausted) as caught:
         await db.batch_write(TIMELINES, puts=rows(uid("r"), 25))
     assert faults.calls == db.backoff.attempts + 1

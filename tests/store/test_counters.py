@@ -13,9 +13,10 @@ from config.tables import KOOS, USERS
 from feed import keys
 from feed.events import validate_event
 from feed.services import Services
+from feed.store._transport import Reply
 from tests.conftest import uid
 from tests.helpers import event, follow, koo, now_ms, signup, unfollow
-from tests.store._faults import cancelled
+from tests.store._faults import HookBase, cancelled
 
 COUNTERS = ("likes", "rekoos", "comments")
 
@@ -297,24 +298,21 @@ async def test_a_conflict_cancelled_transaction_does_not_lose_the_follow(
     services: Services,
 ) -> None:
     a, b = uid(), uid()
-    events = services.stores.db.client.meta.events
     fired = False
 
-    def conflict_once(**_: Any) -> Any:
-        nonlocal fired
-        if fired:
-            return None
-        fired = True
-        return cancelled("TransactionConflict", "None", "None")
+    class ConflictOnce(HookBase):
+        def on_request(self, request: dict[str, Any], context: dict[str, Any]) -> Reply | None:
+            nonlocal fired
+            if fired:
+                return None
+            fired = True
+            return cancelled("TransactionConflict", "None", "None")
 
-    events.register("before-call.dynamodb.TransactWriteItems", conflict_once,
-                    unique_id="conflict-once")
-    try:
-        outcome = await services.applier.apply(ev(follow(a, b)))
-    except Exception as exc:  # a retryable error is fine too: the worker retries the job
-        outcome = type(exc).__name__
-    finally:
-        events.unregister("before-call.dynamodb.TransactWriteItems", unique_id="conflict-once")
+    with ConflictOnce(services.stores.db, "TransactWriteItems"):
+        try:
+            outcome = await services.applier.apply(ev(follow(a, b)))
+        except Exception as exc:  # a retryable error is fine too: the worker retries the job
+            outcome = type(exc).__name__
     assert fired
     assert outcome != "noop"
     if outcome != "applied":

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from config.tables import LEDGER, TIMELINES, USERS
 from feed.errors import (
@@ -18,8 +19,9 @@ from feed.errors import (
 )
 from feed.store import Backoff, Dynamo, open_dynamo
 from feed.store._codec import values
+from feed.store._transport import Reply, error_from_reply
 from tests.conftest import free_port, uid
-from tests.store._faults import CallCounter, FakeHttp, cancelled, throttled
+from tests.store._faults import CallCounter, HookBase, cancelled, error_reply, throttled
 
 
 def rows(reader: str, count: int) -> list[dict[str, Any]]:
@@ -27,27 +29,18 @@ def rows(reader: str, count: int) -> list[dict[str, Any]]:
             for i in range(count)]
 
 
-class Answer:
-    """A before-call hook answering the next ``len(answers)`` requests itself, then letting
-    requests through; counts every request."""
+class Answer(HookBase):
+    """A hook answering the next ``len(answers)`` requests itself, then letting requests
+    through; counts every request."""
 
-    def __init__(self, client: Any, operation: str, *answers: tuple[FakeHttp, dict[str, Any]]
-                 ) -> None:
-        self.client = client
-        self.event = f"before-call.dynamodb.{operation}"
+    def __init__(self, db: Dynamo, operation: str, *answers: Reply) -> None:
+        super().__init__(db, operation)
         self.answers = list(answers)
         self.calls = 0
 
-    def _before(self, **_: Any) -> tuple[FakeHttp, dict[str, Any]] | None:
+    def on_request(self, request: dict[str, Any], context: dict[str, Any]) -> Reply | None:
         self.calls += 1
         return self.answers.pop(0) if self.answers else None
-
-    def __enter__(self) -> Answer:
-        self.client.meta.events.register(self.event, self._before, unique_id=id(self))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.meta.events.unregister(self.event, unique_id=id(self))
 
 
 # --- batch_write / batch_get ------------------------------------------------------------
@@ -55,7 +48,7 @@ class Answer:
 
 async def test_batch_write_of_1000_items_lands_every_item(db: Dynamo) -> None:
     reader = uid("r")
-    with CallCounter(db.client, "BatchWriteItem") as counter:
+    with CallCounter(db, "BatchWriteItem") as counter:
         assert await db.batch_write(TIMELINES, puts=rows(reader, 1_000)) == 1_000
     assert counter.calls == 40
     assert all(len(b["RequestItems"][db.table(TIMELINES)]) <= 25 for b in counter.bodies)
@@ -82,8 +75,8 @@ async def test_batch_write_deletes_and_overwrites(db: Dynamo) -> None:
 
 
 async def test_empty_batches_make_no_call(db: Dynamo) -> None:
-    with CallCounter(db.client, "BatchWriteItem") as writes, \
-            CallCounter(db.client, "BatchGetItem") as reads:
+    with CallCounter(db, "BatchWriteItem") as writes, \
+            CallCounter(db, "BatchGetItem") as reads:
         assert await db.batch_write(TIMELINES) == 0
         assert await db.batch_get(TIMELINES, []) == []
     assert writes.calls == reads.calls == 0
@@ -98,7 +91,7 @@ async def test_batch_get_over_100_keys_with_duplicates(db: Dynamo) -> None:
     keys = [*unique, *reversed(unique), *({"sk": k["sk"], "reader_id": reader}
                                           for k in unique[::3])]
     assert len(keys) > 500
-    with CallCounter(db.client, "BatchGetItem") as counter:
+    with CallCounter(db, "BatchGetItem") as counter:
         got = await db.batch_get(TIMELINES, keys, consistent=True)
     assert sorted(i["sk"] for i in got) == [f"{i:05d}" for i in range(230)]
     table = db.table(TIMELINES)
@@ -122,7 +115,7 @@ async def test_batch_get_projection(db: Dynamo) -> None:
 async def test_query_pages_lazily_through_more_than_one_page(db: Dynamo) -> None:
     reader = uid("r")
     await db.batch_write(TIMELINES, puts=rows(reader, 250))
-    with CallCounter(db.client, "Query") as counter:
+    with CallCounter(db, "Query") as counter:
         pages = db.query(TIMELINES, "reader_id = :r", values=values(r=reader),
                          page_size=40, consistent=True)
         first = [await anext(pages) for _ in range(40)]
@@ -141,7 +134,7 @@ async def test_query_pages_lazily_through_more_than_one_page(db: Dynamo) -> None
 async def test_query_max_items_stops_fetching(db: Dynamo) -> None:
     reader = uid("r")
     await db.batch_write(TIMELINES, puts=rows(reader, 250))
-    with CallCounter(db.client, "Query") as counter:
+    with CallCounter(db, "Query") as counter:
         newest = [i["sk"] async for i in db.query(
             TIMELINES, "reader_id = :r", values=values(r=reader), page_size=40,
             max_items=50, forward=False, consistent=True)]
@@ -217,7 +210,7 @@ async def test_missing_table_and_bad_requests_are_storage_errors_not_retried(
 
     reader = uid("r")
     twice = [{"reader_id": reader, "sk": "1"}, {"reader_id": reader, "sk": "1"}]
-    with CallCounter(db.client, "BatchWriteItem") as counter, \
+    with CallCounter(db, "BatchWriteItem") as counter, \
             pytest.raises(StorageError) as invalid:
         await db.batch_write(TIMELINES, puts=twice)  # duplicate keys in one request
     assert invalid.value.code == "ValidationException"
@@ -229,10 +222,24 @@ async def test_missing_table_and_bad_requests_are_storage_errors_not_retried(
 
 
 async def test_throttling_is_storage_unavailable(db: Dynamo) -> None:
-    with Answer(db.client, "GetItem", throttled()), pytest.raises(StorageUnavailable) as c:
+    """Throttling is retried, FEED_DYNAMODB_MAX_ATTEMPTS sends in all, then raised."""
+    attempts = db.settings.dynamodb_max_attempts
+    db.backoff = Backoff(base=0.001, cap=0.005)
+    with Answer(db, "GetItem", *[throttled()] * attempts) as answer, \
+            pytest.raises(StorageUnavailable) as c:
         await db.get(USERS, {"user_id": uid()})
     assert c.value.code == "ProvisionedThroughputExceededException"
     assert isinstance(c.value, FeedError)
+    assert answer.calls == attempts
+
+
+async def test_one_throttled_answer_is_retried_and_succeeds(db: Dynamo) -> None:
+    db.backoff = Backoff(base=0.001, cap=0.005)
+    user = uid()
+    with Answer(db, "PutItem", throttled()) as answer:
+        await db.put(USERS, {"user_id": user, "handle": "h"})
+    assert answer.calls == 2
+    assert await db.get(USERS, {"user_id": user}, consistent=True) is not None
 
 
 async def test_unreachable_endpoint_is_storage_unavailable(session_settings: Any) -> None:
@@ -246,9 +253,8 @@ async def test_unreachable_endpoint_is_storage_unavailable(session_settings: Any
 async def test_transact_retries_a_conflict_reported_as_an_error_code(db: Dynamo) -> None:
     db.backoff = Backoff(base=0.001, cap=0.005, attempts=3)
     event_id = uid("e")
-    conflict = (FakeHttp(400), {"Error": {"Code": "TransactionConflictException",
-                                          "Message": "conflict (injected)"}})
-    with Answer(db.client, "TransactWriteItems", conflict) as answer:
+    conflict = error_reply("TransactionConflictException", "conflict (injected)")
+    with Answer(db, "TransactWriteItems", conflict) as answer:
         await db.transact([{"Put": {"TableName": LEDGER, "Item": {"event_id": event_id}}}])
     assert answer.calls == 2
     assert await db.get(LEDGER, {"event_id": event_id}, consistent=True) is not None
@@ -262,7 +268,7 @@ async def test_transact_retries_a_transaction_cancelled_by_a_transient_reason(
     """Per-item reasons of a cancellation that mean "try again" are retried."""
     db.backoff = Backoff(base=0.001, cap=0.005, attempts=3)
     event_id = uid("e")
-    with Answer(db.client, "TransactWriteItems", cancelled("None", reason)) as answer:
+    with Answer(db, "TransactWriteItems", cancelled("None", reason)) as answer:
         await db.transact([
             {"Put": {"TableName": LEDGER, "Item": {"event_id": event_id}}},
             {"Put": {"TableName": LEDGER, "Item": {"event_id": f"{event_id}-2"}}},
@@ -271,15 +277,29 @@ async def test_transact_retries_a_transaction_cancelled_by_a_transient_reason(
     assert await db.get(LEDGER, {"event_id": event_id}, consistent=True) is not None
 
 
-def test_cancellation_reasons_map_to_the_right_type() -> None:
-    class Fake:
-        def __init__(self, *codes: str) -> None:
-            _, self.response = cancelled(*codes)
+def _as_client_error(reply: Reply) -> ClientError:
+    """The same answer as botocore raises it (the aioboto3 transport's path)."""
+    body = reply.body
+    response: Any = {"Error": {"Code": body["__type"].rsplit("#", 1)[-1],
+                               "Message": body["message"]},
+                     "ResponseMetadata": {"HTTPStatusCode": reply.status}}
+    if "CancellationReasons" in body:
+        response["CancellationReasons"] = body["CancellationReasons"]
+    return ClientError(response, "TransactWriteItems")
 
-    failed = from_client_error(Fake("None", "ConditionalCheckFailed"))
+
+@pytest.mark.parametrize("path", ["wire", "botocore"])
+def test_cancellation_reasons_map_to_the_right_type(path: str) -> None:
+    def mapped(*codes: str) -> StorageError:
+        reply = cancelled(*codes)
+        if path == "wire":
+            return error_from_reply("TransactWriteItems", reply)
+        return from_client_error(_as_client_error(reply))
+
+    failed = mapped("None", "ConditionalCheckFailed")
     assert isinstance(failed, TransactionCancelled)
     assert failed.reasons == ["None", "ConditionalCheckFailed"]
     for transient in ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"):
-        mapped = from_client_error(Fake("None", transient))
-        assert isinstance(mapped, StorageUnavailable), transient
-        assert not isinstance(mapped, TransactionCancelled), transient
+        error = mapped("None", transient)
+        assert isinstance(error, StorageUnavailable), transient
+        assert not isinstance(error, TransactionCancelled), transient

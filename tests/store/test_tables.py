@@ -16,7 +16,7 @@ async def prefix_tables(db: Dynamo) -> set[str]:
     names: set[str] = set()
     request: dict[str, str] = {}
     while True:
-        response = await db.call("list_tables", **request)
+        response = await db.admin("list_tables", **request)
         names.update(n for n in response["TableNames"] if n.startswith(db.prefix))
         if not response.get("LastEvaluatedTableName"):
             return names
@@ -25,7 +25,7 @@ async def prefix_tables(db: Dynamo) -> set[str]:
 
 async def assert_tables_ready(db: Dynamo) -> None:
     for dataset, definition in TABLES.items():
-        table = (await db.call("describe_table", TableName=db.table(dataset)))["Table"]
+        table = (await db.admin("describe_table", TableName=db.table(dataset)))["Table"]
         assert table["TableStatus"] == "ACTIVE", dataset
         key = {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}
         assert key == ({"HASH": definition.pk, "RANGE": definition.sk} if definition.sk
@@ -37,7 +37,7 @@ async def assert_tables_ready(db: Dynamo) -> None:
                 assert index.name in lsis, (dataset, index.name)
             else:
                 assert gsis[index.name].get("IndexStatus", "ACTIVE") == "ACTIVE"
-        ttl = (await db.call("describe_time_to_live", TableName=db.table(dataset)))
+        ttl = (await db.admin("describe_time_to_live", TableName=db.table(dataset)))
         description = ttl["TimeToLiveDescription"]
         if dataset in TTL_DATASETS:
             assert description["TimeToLiveStatus"] in {"ENABLED", "ENABLING"}, dataset
