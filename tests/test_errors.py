@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from feed.errors import (
     ConditionFailed,
+    CredentialsRejected,
     FeedError,
     NotFound,
     NotReady,
@@ -127,12 +128,28 @@ def test_transient_cancellation_reason_in_message_is_retryable(reason: str) -> N
 
 
 @pytest.mark.parametrize("code", ["ValidationException", "ResourceNotFoundException",
-                                  "AccessDeniedException", "SomethingNew"])
+                                  "SomethingNew"])
 def test_unknown_codes_become_storage_error(code: str) -> None:
     err = from_client_error(client_error(code, "bad request"))
     assert type(err) is StorageError
     assert err.code == code
     assert str(err) == f"{code}: bad request"
+
+
+@pytest.mark.parametrize("code", ["AccessDeniedException", "UnrecognizedClientException",
+                                  "InvalidSignatureException", "ExpiredTokenException"])
+def test_refused_credentials_are_their_own_error_naming_the_source(code: str) -> None:
+    err = from_client_error(client_error(code, "no"), credentials="env, key …AB12")
+    assert type(err) is CredentialsRejected
+    assert not isinstance(err, StorageUnavailable)  # retrying will not fix it
+    assert err.code == code
+    assert str(err) == f"DynamoDB refused the request (credentials from env, key …AB12): {code}: no"
+
+
+def test_a_5xx_answer_is_transient_whatever_its_code() -> None:
+    error = ClientError({"Error": {"Code": "502", "Message": "Bad Gateway"},
+                         "ResponseMetadata": {"HTTPStatusCode": 502}}, "GetItem")
+    assert isinstance(from_client_error(error), StorageUnavailable)
 
 
 def test_missing_message_falls_back_to_the_exception_text() -> None:
