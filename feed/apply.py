@@ -6,8 +6,9 @@ event that last changed them, so a conditional update changes a row only on
 a real transition, and counters move in the same transaction as the row
 they count. The same event applied twice, twice at once, or long after its
 ledger entry expired, changes nothing; events that arrive out of order
-settle on the newest state. The ledger records each applied event so
-duplicates are recognised cheaply, and what happened to it.
+settle on the newest state. The ledger records each applied event, and what
+happened to it, in the same transaction as the event's writes: a duplicate is
+recognised by that transaction, with no read before it.
 
 After the commit, each handler runs its follow-up work (fan-out, purges,
 cache updates). That work checks the current state and is idempotent, so it
@@ -24,7 +25,6 @@ from typing import Any
 
 from feed import keys, metrics
 from feed.errors import (
-    ConditionFailed,
     NotReady,
     StorageUnavailable,
     TransactionCancelled,
@@ -49,6 +49,10 @@ NOOP = "noop"  # valid, recorded, but older than the state already stored
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[str]]
 # Follow-up work: the event, the outcome of its commit, and what the commit stored (if known).
 After = Callable[[dict[str, Any], str, Any], Awaitable[str]]
+
+
+class _AlreadyApplied(Exception):
+    """The ledger already holds this event: a duplicate."""
 
 
 class EventApplier:
@@ -80,10 +84,12 @@ class EventApplier:
         """
         commit, after = self._handlers[event["type"]]
         stored: dict[str, Any] = {}
-        if await self.stores.ledger.seen(event["event_id"]):
-            outcome = DUPLICATE
-        else:
+        # No ledger read first: each commit records the event in the same write (a
+        # condition on the ledger item), so a duplicate is found by the write itself.
+        try:
             outcome = await commit(event, stored)
+        except _AlreadyApplied:
+            outcome = DUPLICATE
         await after(event, outcome, stored)
         metrics.EVENTS_APPLIED.labels(event["type"], outcome).inc()
         return outcome
@@ -94,23 +100,27 @@ class EventApplier:
         return NOOP
 
     async def _commit(self, event: dict[str, Any], items: list[dict[str, Any]]) -> int | None:
-        """Write ``items`` at once (one transaction, or one conditional write for a single
-        item), then record the event. Returns None on success, else the index of the first
-        item whose condition failed."""
+        """Write ``items`` and record the event, in one transaction. Returns None on
+        success, else the index of the first item whose condition failed; raises
+        _AlreadyApplied if the event was recorded before."""
+        ledger = len(items)
         try:
-            if len(items) == 1:
-                await self.stores.db.write_item(items[0])
-            else:
-                await self.stores.db.transact(items)
-        except ConditionFailed:
-            return 0
+            await self.stores.db.transact([*items, self.stores.ledger.record_item(event)])
         except TransactionCancelled as exc:
-            for i, reason in enumerate(exc.reasons):
-                if reason not in ("None", ""):
-                    return i
+            failed = [i for i, reason in enumerate(exc.reasons) if reason not in ("None", "")]
+            if ledger in failed:
+                raise _AlreadyApplied(event["event_id"]) from None
+            if failed:
+                return failed[0]
             raise
-        await self.stores.ledger.record(event, APPLIED)
         return None
+
+    async def _record(self, event: dict[str, Any], outcome: str) -> str:
+        """Record an event whose commit wrote nothing (or wrote on its own); returns
+        ``outcome``, or raises _AlreadyApplied if it was recorded before."""
+        if not await self.stores.ledger.record(event, outcome):
+            raise _AlreadyApplied(event["event_id"])
+        return outcome
 
     # --- signups ----------------------------------------------------------------------
 
@@ -118,8 +128,7 @@ class EventApplier:
         changed = await self.stores.users.save_profile(event)
         with contextlib.suppress(StorageUnavailable):
             await self.cache.drop_profiles(event["user_id"])
-        await self.stores.ledger.record(event, APPLIED if changed else NOOP)
-        return APPLIED if changed else NOOP
+        return await self._record(event, APPLIED if changed else NOOP)
 
     # --- koos -------------------------------------------------------------------------
 
@@ -132,8 +141,7 @@ class EventApplier:
         if failed is not None:
             # The koo id is known already: a tombstone of an early delete, or a replay
             # under another event id. Either way nothing new to store.
-            await self.stores.ledger.record(event, NOOP)
-            return NOOP
+            return await self._record(event, NOOP)
         koo = Koo(
             koo_id=event["koo_id"], author_id=author, text=event["text"], lang=event["lang"],
             created_at=event["occurred_at"], hashtags=tuple(event.get("hashtags") or ()),
@@ -173,8 +181,7 @@ class EventApplier:
                 f"koo {event['koo_id']} is not by {event['author_id']}: only its author "
                 "may delete it"
             )
-        await self.stores.ledger.record(event, APPLIED if status != "already" else NOOP)
-        return APPLIED if status != "already" else NOOP
+        return await self._record(event, APPLIED if status != "already" else NOOP)
 
     async def _after_koo_deleted(
         self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
@@ -200,8 +207,7 @@ class EventApplier:
         if item is None:
             raise NotReady(f"koo {koo_id} is not stored (yet)")
         if "created_at" not in item:  # a tombstone: deleted before it arrived
-            await self.stores.ledger.record(event, NOOP)
-            return NOOP
+            return await self._record(event, NOOP)
         author = item["author_id"]
         row = (
             self.stores.reactions.switch_on_item(event, author)
@@ -216,8 +222,7 @@ class EventApplier:
             if failed != 0:
                 raise NotReady(f"koo {koo_id} vanished while reacting")
             if await self.stores.reactions.settle(event, on):
-                await self.stores.ledger.record(event, NOOP)
-                return NOOP
+                return await self._record(event, NOOP)
             # An older event changed the row between our write and settle: go again.
         else:
             raise StorageUnavailable(f"reaction row of koo {koo_id} keeps changing", "contended")
@@ -264,8 +269,7 @@ class EventApplier:
             if failed is None:
                 return APPLIED
             if await relations.settle(user, kind, other, at, on):
-                await self.stores.ledger.record(event, NOOP)
-                return NOOP
+                return await self._record(event, NOOP)
             # An older event changed the row between our write and settle: go again.
         raise StorageUnavailable(f"relation {user} {kind} {other} keeps changing", "contended")
 

@@ -27,13 +27,13 @@ from typing import Any
 from config.settings import Settings
 from config.tables import TABLES, USERS
 from feed import metrics
-from feed.keys import READY_PROBE_USER
 from feed.errors import (
     CredentialsRejected,
     RetriesExhausted,
     StorageError,
     StorageUnavailable,
 )
+from feed.keys import READY_PROBE_USER
 from feed.store._boto import BotoTransport, call_boto, open_boto_client
 from feed.store._codec import Item, Wire, from_wire, to_wire
 from feed.store._credentials import CredentialSource, resolve_credentials
@@ -425,14 +425,6 @@ class Dynamo:
         await asyncio.sleep(self.backoff.delay(attempt))
 
     # --- transactions -----------------------------------------------------------------
-
-    async def write_item(self, item: Mapping[str, Any]) -> None:
-        """One transaction-style item (``{"Put"|"Update"|"Delete": {...}}``) as a single
-        conditional write: cheaper than a one-item transaction."""
-        (kind,) = item.keys()
-        request = _wire_transact_item(self, item)[kind]
-        operation = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}[kind]
-        await self.call(operation, request)
 
     async def transact(self, items: Sequence[Mapping[str, Any]]) -> None:
         """TransactWriteItems; items are ``{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}``

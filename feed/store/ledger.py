@@ -34,6 +34,11 @@ class Ledger:
             "expires_at": now + self.db.settings.ledger_ttl_days * 86_400,
         }
 
+    def record_item(self, event: dict[str, Any], outcome: str = "applied") -> dict[str, Any]:
+        """Transaction item recording the event; cancels if it was recorded already."""
+        return {"Put": {"TableName": LEDGER, "Item": self._item(event, outcome),
+                        "ConditionExpression": "attribute_not_exists(event_id)"}}
+
     async def seen(self, event_id: str) -> bool:
         """True if the event has been applied."""
         item = await self.db.get(LEDGER, {"event_id": event_id}, consistent=True,

@@ -63,7 +63,7 @@ class StrictDynamo:
         try:
             fields = dict(part.strip().split("=", 1) for part in
                           auth.removeprefix("AWS4-HMAC-SHA256 ").split(","))
-            access_key, day, region, service, _ = fields["Credential"].split("/")
+            access_key, _day, region, _service, _ = fields["Credential"].split("/")
             signed_headers = fields["SignedHeaders"].split(";")
             signature = fields["Signature"]
         except (KeyError, ValueError):
@@ -133,7 +133,8 @@ async def serve(state: StrictDynamo) -> AsyncIterator[StrictDynamo]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
+    assert server is not None
+    assert server.sockets
     port = server.sockets[0].getsockname()[1]
     state.url = f"http://127.0.0.1:{port}"
     try:
