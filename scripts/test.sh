@@ -3,18 +3,22 @@
 #   1. the venv with the test extra,
 #   2. ruff check and mypy,
 #   3. Redis on 127.0.0.1:6379 (started only if none answers) and DynamoDB Local,
-#   4. at the same time, on the two cores:
-#      - pytest against moto's server (the suite starts it itself), without the tests
-#        marked slow_on_moto (too slow there) or fault;
+#   4. the suite on both DynamoDB data-plane clients (FEED_DYNAMODB_CLIENT=direct, the
+#      default, and aioboto3), two runs at a time on the two cores, each on its own
+#      pair of Redis databases, their output printed when both end:
+#      - against moto's server (the suite starts it itself), without the tests marked
+#        slow_on_moto (too slow there) or fault; on aioboto3 only the dynamodb tests
+#        (the rest never touch DynamoDB);
 #      - pytest -m "dynamodb or slow_on_moto" against DynamoDB Local, without fault;
-#      each on its own pair of Redis databases; their output is printed when both end,
 #   5. pytest -m fault (processes killed, services paused, faults injected) against
-#      DynamoDB Local, alone, since its criteria include timings.
+#      DynamoDB Local, alone, since its criteria include timings: on the direct client,
+#      then on aioboto3 without the soak (a load test of the read path, not of a client).
 # Services this script started are stopped on exit, whatever happened.
 # Arguments are passed to every pytest run, e.g. scripts/test.sh -x -k feed
 #
 # Environment:
 #   FEED_TEST_DYNAMODB_PORT  port for DynamoDB Local (default 8765)
+#   FEED_TEST_CLIENTS        data-plane clients to test (default "direct aioboto3")
 #   PYTHON, VENV             see scripts/venv.sh
 set -euo pipefail
 
@@ -22,6 +26,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${VENV:-.venv}"
 export VENV
 DDB_PORT="${FEED_TEST_DYNAMODB_PORT:-8765}"
+read -r -a CLIENTS <<<"${FEED_TEST_CLIENTS:-direct aioboto3}"
 REDIS_PORT=6379
 REDIS_MARKER=".cache/redis-$REDIS_PORT.started"
 
@@ -113,22 +118,47 @@ finish_pytest() {
     fi
 }
 
-step "pytest against moto's server and against DynamoDB Local ($LOCAL_ENDPOINT), side by side"
-FEED_TEST_BACKEND=moto FEED_TEST_REDIS_DBS=14,15 \
-    start_pytest moto -m "not fault and not slow_on_moto" -p no:cacheprovider "$@"
-FEED_TEST_BACKEND=local FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=12,13 \
-    start_pytest local -m "(dynamodb or slow_on_moto) and not fault" -p no:cacheprovider "$@"
-wait
-finish_pytest moto
-finish_pytest local
+# A round is two runs side by side, one on moto and one on DynamoDB Local (so neither
+# emulator serves both); with two clients, the second round swaps them over.
+# round MOTO_CLIENT LOCAL_CLIENT [ARGS...]
+round() {
+    local moto_client="$1" local_client="$2" marks="not fault and not slow_on_moto"
+    shift 2
+    step "pytest against moto's server ($moto_client client) and DynamoDB Local at" \
+        "$LOCAL_ENDPOINT ($local_client client), side by side"
+    # Only the first client runs the tests that never touch DynamoDB.
+    if [[ "$moto_client" != "${CLIENTS[0]}" ]]; then marks="dynamodb and $marks"; fi
+    FEED_DYNAMODB_CLIENT="$moto_client" FEED_TEST_BACKEND=moto FEED_TEST_REDIS_DBS=14,15 \
+        start_pytest "moto-$moto_client" -m "$marks" -p no:cacheprovider "$@"
+    FEED_DYNAMODB_CLIENT="$local_client" FEED_TEST_BACKEND=local \
+        FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=12,13 \
+        start_pytest "local-$local_client" -m "(dynamodb or slow_on_moto) and not fault" \
+        -p no:cacheprovider "$@"
+    wait
+    finish_pytest "moto-$moto_client"
+    finish_pytest "local-$local_client"
+}
 
-step "pytest -m fault against DynamoDB Local ($LOCAL_ENDPOINT)"
-FEED_TEST_BACKEND=local FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=14,15 \
-    run_pytest fault -m fault -p no:cacheprovider "$@"
+if ((${#CLIENTS[@]} == 1)); then
+    round "${CLIENTS[0]}" "${CLIENTS[0]}" "$@"
+else
+    round "${CLIENTS[0]}" "${CLIENTS[1]}" "$@"
+    round "${CLIENTS[1]}" "${CLIENTS[0]}" "$@"
+fi
+
+for client in "${CLIENTS[@]}"; do
+    marks="fault"
+    if [[ "$client" != "${CLIENTS[0]}" ]]; then marks="fault and not soak"; fi
+    step "pytest -m \"$marks\" against DynamoDB Local ($LOCAL_ENDPOINT), $client client"
+    FEED_DYNAMODB_CLIENT="$client" FEED_TEST_BACKEND=local \
+        FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=14,15 \
+        run_pytest "fault-$client" -m "$marks" -p no:cacheprovider "$@"
+done
 
 echo
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "all checks passed: ruff, mypy, pytest[moto], pytest[local], pytest[fault]"
+echo "all checks passed: ruff, mypy, and pytest on moto, DynamoDB Local and the fault" \
+    "tests, with the ${CLIENTS[*]} client(s)"

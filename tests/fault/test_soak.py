@@ -26,7 +26,7 @@ import pytest
 from config.settings import Settings
 from tests.conftest import CACHE_URL, QUEUE_URL
 
-pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.fault, pytest.mark.slow, pytest.mark.soak, pytest.mark.timeout(600)]
 
 SECONDS = 60
 

@@ -40,7 +40,7 @@ class StrictDynamo:
 
     keys: dict[str, Key] = field(default_factory=dict)
     clock_offset: float = 0.0  # the server's clock minus the real one
-    mode: str = "ok"  # ok | not_json | truncated | bad_crc | html_500
+    mode: str = "ok"  # ok | not_json | truncated | bad_crc | html_500 | throttle
     seen: list[dict[str, Any]] = field(default_factory=list)  # accepted requests
     refused: list[str] = field(default_factory=list)  # error codes given
     url: str = ""
@@ -94,6 +94,8 @@ class StrictDynamo:
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": "application/x-amz-json-1.0"}
         good = b"{}"
+        if self.mode == "throttle":
+            return self.refuse("ProvisionedThroughputExceededException", "slow down (test)")
         if self.mode == "not_json":
             return web.Response(status=200, body=b"<html>proxy error</html>", headers=headers)
         if self.mode == "html_500":

@@ -13,8 +13,8 @@ from aiobotocore.credentials import AioRefreshableCredentials
 
 from config.settings import Settings
 from config.tables import USERS
-from feed.errors import CredentialsRejected, StorageUnavailable
-from feed.store import Dynamo, open_dynamo
+from feed.errors import CredentialsRejected, RetriesExhausted, StorageUnavailable
+from feed.store import Backoff, Dynamo, open_dynamo
 from feed.store._credentials import CredentialSource
 from feed.store._transport import DirectTransport
 from tests.conftest import make_settings
@@ -135,6 +135,26 @@ async def test_credentials_that_expire_mid_run_are_refreshed_with_no_failed_requ
     assert len(strict.seen) == calls
     used = {seen["access_key"] for seen in strict.seen}
     assert len(used) >= 4, used  # each key lived 2 s of the 6
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+async def test_retries_never_multiply_on_the_wire(
+    strict: StrictDynamo, env_key: str, client: str,
+) -> None:
+    """Throttled for good: a single call is sent FEED_DYNAMODB_MAX_ATTEMPTS times, a batch
+    chunk Backoff.attempts + 1 times, counted where they arrive (no client-side retries
+    hidden underneath, on either client)."""
+    strict.mode = "throttle"
+    settings = strict_settings(strict, client, dynamodb_max_attempts=3)
+    async with open_dynamo(settings) as db:
+        db.backoff = Backoff(base=0.001, cap=0.002, attempts=4)
+        with pytest.raises(StorageUnavailable):
+            await db.get(USERS, {"user_id": "a"})
+        assert len(strict.refused) == 3
+        strict.refused.clear()
+        with pytest.raises(RetriesExhausted):
+            await db.batch_write(USERS, puts=[{"user_id": f"u{i}"} for i in range(25)])
+        assert len(strict.refused) == 5
 
 
 @pytest.mark.parametrize(("client", "mode"), [
