@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -173,3 +175,23 @@ async def test_a_bad_answer_is_a_storage_error_never_a_crash(
         assert caught.value.code
         strict.mode = "ok"
         assert await db.get(USERS, {"user_id": "a"}) is None  # and the client still works
+
+
+@pytest.mark.parametrize("command", [["worker", "--burst"], ["api", "--port", "0"]])
+async def test_a_process_with_refused_credentials_stops_at_start_up_naming_them(
+    strict: StrictDynamo, monkeypatch: pytest.MonkeyPatch, command: list[str],
+) -> None:
+    settings = strict_settings(strict)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIAREFUSEDKEY42", "AWS_SECRET_ACCESS_KEY": "x",
+           "FEED_DYNAMODB_ENDPOINT": strict.url, "FEED_AWS_REGION": REGION,
+           "FEED_REDIS_URL": settings.redis_url, "FEED_CACHE_REDIS_URL": settings.cache_redis_url,
+           "FEED_TABLE_PREFIX": settings.table_prefix, "FEED_API_TOKENS": "test-token-123456",
+           "FEED_WORKER_METRICS_PORT": "0", "FEED_LOG_JSON": "false"}
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "feed.cli", *command, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    text = (out + err).decode(errors="replace")
+    assert child.returncode not in (0, None), text[-2000:]
+    assert "credentials from env, key …EY42" in text, text[-2000:]
+    assert "UnrecognizedClientException" in text
