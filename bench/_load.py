@@ -314,8 +314,10 @@ def _get(url: str) -> None:
 
 @contextlib.contextmanager
 def api_process(env: Mapping[str, str], *, port: int, workers: int = 1,
-                log_path: Path | None = None) -> Iterator[str]:
-    """``feed api`` (uvicorn, uvloop, httptools) as a real process; yields its base URL."""
+                log_path: Path | None = None, ready_path: str = "/healthz") -> Iterator[str]:
+    """``feed api`` (uvicorn, uvloop, httptools) as a real process; yields its base URL once
+    ``ready_path`` answers 200 (``/healthz``: the server listens; ``/readyz``: it also
+    reaches Redis and DynamoDB)."""
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [*_feed_command(), "api", "--port", str(port), "--workers", str(workers)],
@@ -323,7 +325,7 @@ def api_process(env: Mapping[str, str], *, port: int, workers: int = 1,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(base + "/healthz", 60, proc)
+        _wait_http(base + ready_path, 60, proc)
         yield base
     finally:
         _stop(proc)
