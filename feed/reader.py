@@ -10,9 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from config.settings import Settings
 from feed import keys, ranking, recommend
@@ -26,13 +25,9 @@ from feed.timeline import FeedManager
 
 __all__ = ["FeedPage", "Reader"]
 
-T = TypeVar("T")
-
 log = logging.getLogger(__name__)
 
 RECOMMENDATION_TTL_SECONDS = 900
-# The refresh job drops the cached copy when it stores new lists, so it may live long.
-STORED_RECOMMENDATIONS_CACHE_SECONDS = 900
 TRENDING_FRESH_SECONDS = 60  # a trending list older than this is refreshed in the background
 TRENDING_TTL_SECONDS = 600  # ... and served meanwhile for up to this long
 TRENDING_LOCK_SECONDS = 30
@@ -71,21 +66,7 @@ class Reader:
 
     async def profile(self, user_id: str) -> dict[str, Any]:
         """A signed-up user's profile; NotFound otherwise."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.profile(user_id)
-            if cached is not None:
-                return cached
-        return await self._load_profile(user_id)
-
-    async def _load_profile(self, user_id: str) -> dict[str, Any]:
-        """:meth:`profile` from DynamoDB (a cache miss), cached for next time."""
-        user = await self.stores.users.get(user_id)
-        if user is None:
-            raise NotFound(f"user {user_id} is not known")
-        profile = user.as_json()
-        with contextlib.suppress(StorageUnavailable):
-            await self.cache.store_profile(user_id, profile)
-        return profile
+        return await self.manager.profile_of(user_id)
 
     async def user(self, user_id: str) -> User:
         return User.from_item(await self.profile(user_id))
@@ -106,32 +87,25 @@ class Reader:
         every = self.settings.recommended_every
         n_rec = limit // every if every > 0 else 0
         want = limit - n_rec
-        # One round trip for everything the cache holds about the reader; DynamoDB (in
-        # parallel) only for what it does not.
-        snap = None
-        with contextlib.suppress(StorageUnavailable):
-            snap = await self.cache.snapshot(reader, window=self.manager.batch_for(want),
-                                             before=before)
-        manager = self.manager
-        profile, relations, affinity, celebrities = await asyncio.gather(
-            _or_load(snap.profile if snap else None, lambda: self._load_profile(reader)),
-            _or_load(snap.relations if snap else None, lambda: manager.load_relations(reader)),
-            _or_load(snap.affinity if snap else None, lambda: manager.load_affinity(reader)),
-            _or_load(snap.celebrities if snap else None, manager.load_celebrities),
+        # A cold cache costs three DynamoDB round trips, each waiting for the one before:
+        # the reader's state with the first timeline step; pulled celebrities' koos and
+        # trending (or the stored recommended koos' bodies); the other bodies.
+        state = await self.manager.page_state(
+            reader, window=self.manager.batch_for(want), before=before, recommended=n_rec > 0,
         )
-        user = User.from_item(profile)
+        relations = state.relations
         # The page's candidates and its recommended koos are read side by side.
         slice_, picks = await asyncio.gather(
             self.manager.candidates(
-                reader, relations, want=want, before=before, celebrities=celebrities,
-                window=snap.window if snap is not None else None,
+                reader, relations, want=want, before=before, celebrities=state.celebrities,
+                window=state.window, page=state.page,
             ),
-            self._recommended_koos(user, relations, rec_offset + n_rec if n_rec else 0, now_ms,
-                                   stored=snap.recommended if snap else None),
+            self._recommended_koos(state.user, relations, rec_offset + n_rec if n_rec else 0,
+                                   now_ms, stored=state.recommended),
         )
         ranked = ranking.rank(
-            [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms, affinity=affinity,
-            weights=self.settings.weights,
+            [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms,
+            affinity=state.affinity, weights=self.settings.weights,
         )
         extra: list[Ranked] = []
         if n_rec:
@@ -205,7 +179,7 @@ class Reader:
         user = await self.user(reader)
         relations = await self.manager.relations_of(reader)
         excluded = relations.following | relations.hidden()
-        stored = await self._stored(reader, "follows")
+        stored = await self.manager.stored_recommendations(reader, "follows")
         if stored:
             picks = [UserPick(s["target"], s["score"], s["reason"]) for s in stored]
         else:
@@ -232,7 +206,7 @@ class Reader:
         if limit <= 0:
             return []
         if stored is None:
-            stored = await self._stored(user.user_id, "koos")
+            stored = await self.manager.stored_recommendations(user.user_id, "koos")
         whole = bool(stored)  # a stored list is read whole; trending first in part
         if stored:
             ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
@@ -264,18 +238,6 @@ class Reader:
                 out.append((bodies[pick.koo_id], KooPick(pick.koo_id, pick.score, reason)))
         return out
 
-    async def _stored(self, reader: str, kind: str) -> list[dict[str, Any]]:
-        """Stored recommendations of one kind (cache first; [] when none are stored)."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.recommendations(reader, kind)
-            if cached is not None:
-                return cached
-        stored = await self.stores.recommendations.load(reader, kind)
-        with contextlib.suppress(StorageUnavailable):
-            await self.cache.store_recommendations(reader, kind, stored,
-                                                   ttl=STORED_RECOMMENDATIONS_CACHE_SECONDS)
-        return stored
-
     async def trending_ids(
         self, lang: str, *, now_ms: int, limit: int = TRENDING_SAMPLE,
     ) -> list[tuple[str, float]]:
@@ -293,7 +255,10 @@ class Reader:
             if now_ms - computed > TRENDING_FRESH_SECONDS * 1000:
                 self._trending_task(lang, now_ms, refresh=True)
             return entries
-        return (await self._trending_task(lang, now_ms, refresh=False))[:limit]
+        # Shielded: a read that gives up (its time ran out) must not cancel the
+        # computation every other read of this language is waiting for.
+        shared = self._trending_task(lang, now_ms, refresh=False)
+        return (await asyncio.shield(shared))[:limit]
 
     def _trending_task(self, lang: str, now_ms: int, *, refresh: bool
                        ) -> asyncio.Task[list[tuple[str, float]]]:
@@ -314,9 +279,11 @@ class Reader:
                                                   TRENDING_LOCK_SECONDS)
             if not taken:
                 return []  # another process is refreshing it
-        ids: list[str] = []
-        for day in (now_ms, now_ms - 86_400_000):
-            ids += await self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
+        days = await asyncio.gather(*(
+            self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
+            for day in (now_ms, now_ms - 86_400_000)
+        ))
+        ids = [koo_id for day in days for koo_id in day]
         bodies = await self.manager.koos(ids)
         scored = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
         with contextlib.suppress(StorageUnavailable):
@@ -379,11 +346,6 @@ def _quietly(task: asyncio.Task[Any]) -> None:
     """Retrieve a background task's exception (logged, not raised anywhere)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("background refresh failed", extra={"error": str(task.exception())})
-
-
-async def _or_load(value: T | None, load: Callable[[], Awaitable[T]]) -> T:
-    """``value`` if the cache had it, else what ``load`` reads from DynamoDB."""
-    return value if value is not None else await load()
 
 
 def _feed_position(position: dict[str, Any]) -> tuple[tuple[int, str] | None, int]:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
 
 from config.settings import Settings
 from feed import keys
@@ -24,16 +23,11 @@ from feed.cache import Cache, RelationSets, TimelineWindow
 from feed.errors import StorageUnavailable
 from feed.models import Koo
 from feed.store import Entry, Stores
-
-T = TypeVar("T")
+from feed.views import REACTION_WEIGHT, ReaderViews
 
 __all__ = ["REACTION_WEIGHT", "Candidate", "FeedManager", "Slice"]
 
 log = logging.getLogger(__name__)
-
-# How much one reaction says about a reader's interest in the koo's author.
-REACTION_WEIGHT = {"like": 1, "rekoo": 2, "comment": 3}
-AFFINITY_SAMPLE = 200  # recent reactions that make up a reader's affinity
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,89 +51,13 @@ class Slice:
     more: bool
 
 
-class FeedManager:
-    """Owns the timelines: storage, cache and the single-flight rebuilds."""
+class FeedManager(ReaderViews):
+    """Owns the timelines: storage, cache and the single-flight rebuilds (and, from
+    :class:`ReaderViews`, the reads about readers and koos that the read path needs)."""
 
     def __init__(self, settings: Settings, stores: Stores, cache: Cache) -> None:
-        self.settings = settings
-        self.stores = stores
-        self.cache = cache
-        self._background: set[asyncio.Task[None]] = set()
-        self._inflight: dict[str, asyncio.Future[Any]] = {}
-
-    # --- views, from the cache with a DynamoDB fallback --------------------------------
-
-    async def relations_of(self, reader: str) -> RelationSets:
-        """Whom the reader follows, blocks and mutes, and who blocks the reader."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.relation_sets(reader)
-            if cached is not None:
-                return cached
-        return await self.load_relations(reader)
-
-    async def load_relations(self, reader: str) -> RelationSets:
-        """:meth:`relations_of` from DynamoDB (a cache miss), cached for next time."""
-        outgoing, blocked_by = await asyncio.gather(
-            self.stores.relations.outgoing(reader),
-            self.stores.relations.incoming(reader, "block"),
-        )
-        sets = RelationSets(
-            following=frozenset(outgoing.get("follow", ())),
-            blocking=frozenset(outgoing.get("block", ())),
-            muting=frozenset(outgoing.get("mute", ())),
-            blocked_by=frozenset(blocked_by),
-        )
-        with contextlib.suppress(StorageUnavailable):
-            await self.cache.store_relation_sets(reader, sets)
-        return sets
-
-    async def celebrities(self) -> frozenset[str]:
-        """Authors whose koos are pulled at read time."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.celebrities()
-            if cached is not None:
-                return cached
-        return await self.load_celebrities()
-
-    async def load_celebrities(self) -> frozenset[str]:
-        async def load() -> frozenset[str]:
-            authors = frozenset(await self.stores.users.celebrities())
-            with contextlib.suppress(StorageUnavailable):
-                await self.cache.store_celebrities(authors)
-            return authors
-
-        return await self._once("celebrities", load)
-
-    async def affinity_of(self, reader: str) -> dict[str, float]:
-        """author_id -> weight of the reader's recent reactions to that author's koos."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.affinity(reader)
-            if cached is not None:
-                return cached
-        return await self.load_affinity(reader)
-
-    async def load_affinity(self, reader: str) -> dict[str, float]:
-        weights: dict[str, float] = {}
-        for item in await self.stores.reactions.recent_by_user(reader, limit=AFFINITY_SAMPLE):
-            author = item.get("author_id")
-            if author and author != reader:
-                weights[author] = weights.get(author, 0.0) + REACTION_WEIGHT.get(item["kind"], 1)
-        with contextlib.suppress(StorageUnavailable):
-            await self.cache.store_affinity(reader, weights)
-        return weights
-
-    async def koos(self, koo_ids: Sequence[str]) -> dict[str, Koo]:
-        """Koos by id (deleted ones marked), from the cache, then DynamoDB for the misses."""
-        found: dict[str, Koo] = {}
-        with contextlib.suppress(StorageUnavailable):
-            found = await self.cache.get_koos(koo_ids)
-        missing = [k for k in koo_ids if k not in found]
-        if missing:
-            loaded = await self.stores.koos.get_many(missing)
-            found.update(loaded)
-            with contextlib.suppress(StorageUnavailable):
-                await self.cache.put_koos(loaded.values())
-        return found
+        super().__init__(settings, stores, cache)
+        self._background: dict[str, asyncio.Task[None]] = {}  # reader -> its rebuild
 
     # --- push / unpush: one koo, many readers ------------------------------------------
 
@@ -249,21 +167,28 @@ class FeedManager:
         return True
 
     def populate_soon(self, reader: str) -> None:
-        """Start a background rebuild (single-flight across processes)."""
+        """Start a background rebuild, unless one for this reader is running here
+        (``populate`` is single-flight across processes too)."""
+        if reader in self._background:
+            return
         task = asyncio.get_running_loop().create_task(self._populate_quietly(reader))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background[reader] = task
+        task.add_done_callback(lambda _: self._background.pop(reader, None))
 
     async def _populate_quietly(self, reader: str) -> None:
+        # Nobody awaits this task: a failure is logged here or it would go unseen. The
+        # cache stays unready, so the reader's next read starts another rebuild.
         try:
             await self.populate(reader)
         except StorageUnavailable as exc:
             log.warning("timeline rebuild failed", extra={"user_id": reader, "error": str(exc)})
+        except Exception:
+            log.exception("timeline rebuild failed", extra={"user_id": reader})
 
     async def drain(self) -> None:
         """Wait for background rebuilds (on shutdown)."""
         if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
 
     # --- candidates: the read path ------------------------------------------------------
 
@@ -275,15 +200,16 @@ class FeedManager:
     async def candidates(
         self, reader: str, relations: RelationSets, *, want: int,
         before: tuple[int, str] | None = None, celebrities: frozenset[str] | None = None,
-        window: TimelineWindow | None = None,
+        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
     ) -> Slice:
         """The next ``want`` eligible koos of the reader's feed, newest first.
 
         Walks the timeline (cache window, then DynamoDB) and the recent koos of
         followed celebrities together in time order, dropping deleted koos and
         authors the reader no longer follows, blocks or mutes, or who block them.
-        ``celebrities`` and ``window`` (of :meth:`batch_for` entries from ``before``)
-        are used when the caller has read them already.
+        ``celebrities``, ``window`` and ``page`` (the same :meth:`batch_for` entries
+        from ``before`` in DynamoDB, for when the cache holds no window) are used when
+        the caller has read them already.
         """
         hidden = relations.hidden()
         if celebrities is None:
@@ -295,8 +221,8 @@ class FeedManager:
         batch = self.batch_for(want)
         while True:
             timeline, timeline_more = await self._timeline_slice(reader, cursor, batch,
-                                                                 window=window)
-            window = None
+                                                                 window=window, page=page)
+            window, page = None, None
             pulled, pulled_horizon = await self._celebrity_slice(
                 sorted(pulled_from), cursor, batch
             )
@@ -341,14 +267,16 @@ class FeedManager:
 
     async def _timeline_slice(
         self, reader: str, before: tuple[int, str] | None, limit: int,
-        window: TimelineWindow | None = None,
+        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
     ) -> tuple[list[tuple[str, int, str]], bool]:
-        """(koo_id, created, "timeline") newest first; and whether more may follow."""
+        """(koo_id, created, "timeline") newest first; and whether more may follow.
+        ``page``: these ``limit`` entries from ``before``, already read from DynamoDB."""
         found: list[tuple[str, int, str]] = []
-        if window is None:
+        if window is None and page is None:
             with contextlib.suppress(StorageUnavailable):
                 window = await self.cache.window(reader, limit=limit, before=before)
         if window is not None and window.ready:
+            page = None  # read for want of a window: not what follows this one
             found = [(k, c, "timeline") for k, c in window.entries]
             if not window.exhausted:
                 return found, True
@@ -362,7 +290,7 @@ class FeedManager:
         rest = limit - len(found)
         if rest <= 0:
             return found, True
-        entries, more = await self.stores.timelines.page(
+        entries, more = page if page is not None else await self.stores.timelines.page(
             reader, limit=rest, before=keys.sort_key(*before) if before else None
         )
         found += [(e.koo_id, e.created_at, "timeline") for e in entries]
@@ -431,14 +359,3 @@ class FeedManager:
 
         keep = self.settings.celebrity_recent_items
         return await self._once(f"recent:{author}", load)
-
-    async def _once(self, key: str, load: Callable[[], Awaitable[T]]) -> T:
-        """Run ``load`` once for every concurrent caller with the same ``key`` (a cold
-        cache would otherwise send each of a crowd of reads to DynamoDB for the same
-        rows). A caller that gives up does not cancel the others' load."""
-        task = self._inflight.get(key)
-        if task is None:
-            task = asyncio.ensure_future(load())
-            self._inflight[key] = task
-            task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        return cast(T, await asyncio.shield(task))
