@@ -81,3 +81,29 @@ async def test_a_page_reads_only_the_top_of_the_list(services: Services) -> None
     reader = Reader(services.manager)
     top = await reader.trending_ids("hi", now_ms=now, limit=50)
     assert top == scored[:50]
+
+
+async def test_a_read_that_gives_up_does_not_cancel_the_shared_computation(
+    services: Services, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads past their time limit are cancelled; the others waiting on the same
+    computation still get its list (they used to fail with CancelledError: a 500)."""
+    reader = Reader(services.manager)
+    computed = 0
+
+    async def slow(self: Reader, lang: str, now_ms: int, *, refresh: bool
+                   ) -> list[tuple[str, float]]:
+        nonlocal computed
+        computed += 1
+        await asyncio.sleep(0.2)
+        return [("k1", 2.0), ("k2", 1.0)]
+
+    monkeypatch.setattr(Reader, "_compute_trending", slow)
+    now = int(time.time() * 1000)
+    impatient = asyncio.ensure_future(reader.trending_ids("xx", now_ms=now))
+    patient = asyncio.ensure_future(reader.trending_ids("xx", now_ms=now))
+    await asyncio.sleep(0.05)
+    impatient.cancel()
+    assert await patient == [("k1", 2.0), ("k2", 1.0)]
+    assert impatient.cancelled()
+    assert computed == 1
