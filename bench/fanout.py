@@ -14,8 +14,10 @@
    through ``bench.sf.client``) on the same Redis, interleaved the same way.
 2. DynamoDB: ``feed.store.timelines.Timelines.add`` per chunk of 1,000 readers
    (BatchWriteItem, 25 per request, FEED_DYNAMODB_CONCURRENCY in flight) beside
-   a raw aioboto3 BatchWriteItem loop writing the same items to the same table
-   with the same concurrency, on the same client.
+   a raw *direct* BatchWriteItem loop (the direct transport's ``send``: no retry
+   layer, no codec) writing the same items to the same table with the same
+   concurrency, UnprocessedItems re-sent. ``--dynamodb-client aioboto3`` puts the
+   service on aioboto3 (parts 2 and 3); the raw loop stays direct.
 3. Delivery: koo_created events published through the service's publisher,
    applied and fanned out by an in-process worker (``workers.settings.run_workers``),
    timed until the koo is in every active follower's cached timeline.
@@ -75,6 +77,7 @@ from feed.jobs import REALTIME
 from feed.models import User
 from feed.services import Services, open_cache_redis, open_services
 from feed.store import Dynamo, Entry, create_tables, drop_tables, open_dynamo
+from feed.store._transport import DirectTransport, Transport
 from feed.store.timelines import Timelines
 
 log = logging.getLogger("bench.fanout")
@@ -85,7 +88,8 @@ DEFAULT_DELIVERY = ((100, 20), (10_000, 5))  # (followers, samples)
 QUICK_DELIVERY = ((100, 10), (10_000, 3))
 REDIS_TARGET = 0.60
 SF_TARGET = 3.0  # the service's fan-out over Stream-Framework's, same Redis, same run
-DYNAMODB_TARGET = 0.80
+DYNAMODB_TARGET = 0.80  # of a raw direct BatchWriteItem loop (DESIGN "The cold path")
+SERVICE_LABEL = {"direct": "direct", "aioboto3": "aioboto3"}
 DELIVERY_TARGETS = {100: 0.100, 10_000: 1.0}  # p99 seconds, DESIGN "Targets"
 READER = "bfr"  # reader ids of parts 1 and 2: bfr000000 ...
 AUTHOR = "bfauthor"
@@ -140,6 +144,7 @@ class Options:
     active_fraction: float
     chunk: int
     sf: tuple[str, ...] = ()
+    dynamodb_client: str = "direct"
 
 
 def _sizes(raw: str) -> tuple[int, ...]:
@@ -192,6 +197,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--chunk", type=int, default=None,
                         help="readers per chunk (default: the service's FEED_FANOUT_CHUNK_SIZE, "
                         "1000)")
+    parser.add_argument("--dynamodb-client", choices=("direct", "aioboto3"), default="direct",
+                        help="the service's DynamoDB transport in parts 2 and 3 (default "
+                        "direct, the service's default); the raw loop is always direct")
     parser.add_argument("--sf", default="auto",
                         help="Stream-Framework variants to run beside the service in part 1: "
                         "auto (those bench/sf-env.sh has built), none, or a list of "
@@ -223,6 +231,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         dynamodb_budget=args.dynamodb_budget,
         active_fraction=args.active_fraction,
         chunk=args.chunk or Settings().fanout_chunk_size,
+        dynamodb_client=args.dynamodb_client,
         sf=_sf_variants(args.sf, parser),
     )
 
@@ -482,13 +491,13 @@ async def _redis_part(opts: Options, settings: Settings,
 # --- part 2: DynamoDB -------------------------------------------------------------------
 
 
-def dynamodb_loops(db: Dynamo) -> dict[str, ChunkLoop]:
-    """The loops of part 2 over one chunk of readers; each returns how many it wrote."""
+def dynamodb_loops(db: Dynamo, direct: Transport) -> dict[str, ChunkLoop]:
+    """The loops of part 2 over one chunk of readers; each returns how many it wrote.
+    ``direct``: the transport of the raw loop (``db``'s own when it is direct)."""
     timelines = Timelines(db)
     table = db.table(TIMELINES)
     concurrency = db.concurrency
     ttl = db.settings.timeline_ttl_days * 86_400
-    client = db.client
 
     async def service(part: Sequence[str], koo_id: str, created: int) -> int:
         return await timelines.add(part, Entry(koo_id, AUTHOR, created))
@@ -497,7 +506,7 @@ def dynamodb_loops(db: Dynamo) -> dict[str, ChunkLoop]:
         async with gate:
             pending = batch
             while pending:
-                response = await client.batch_write_item(RequestItems={table: pending})
+                response = await direct.send("BatchWriteItem", {"RequestItems": {table: pending}})
                 pending = (response.get("UnprocessedItems") or {}).get(table, [])
 
     async def raw(part: Sequence[str], koo_id: str, created: int) -> int:
@@ -518,8 +527,9 @@ def dynamodb_loops(db: Dynamo) -> dict[str, ChunkLoop]:
     return {"service": service, "raw": raw}
 
 
-async def dynamodb_part(opts: Options, db: Dynamo) -> tuple[list[Comparison], list[str]]:
-    loops = dynamodb_loops(db)
+async def dynamodb_part(opts: Options, db: Dynamo, direct: Transport
+                        ) -> tuple[list[Comparison], list[str]]:
+    loops = dynamodb_loops(db, direct)
     names = list(loops)
     everyone = readers(max(opts.followers))
     created = int(time.time() * 1000)
@@ -774,7 +784,7 @@ def fmt_x(value: float) -> str:
 def document(
     env: dict[str, str], command: str, text: str, redis_rows: list[Comparison],
     dynamo_rows: list[Comparison], deliveries: list[Delivery], notes: list[str],
-    elapsed: float, data: dict[str, Any],
+    elapsed: float, data: dict[str, Any], client: str = "direct",
 ) -> dict[str, Any]:
     """The report's JSON document (bench/README.md, "JSON shape")."""
     lines = text.splitlines()
@@ -808,12 +818,14 @@ def document(
     for c in dynamo_rows:
         for name in c.names:
             figures[f"dynamodb.{c.size}.{name}_items_per_s"] = c.rate(name)
-            label = "DynamoDB: Timelines.add" if name == "service" else "DynamoDB: raw batch"
+            label = (f"DynamoDB: Timelines.add (on {SERVICE_LABEL[client]})" if name == "service"
+                     else "DynamoDB: raw direct batch")
             throughput.setdefault(label, {})[str(c.size)] = c.rate(name)
         ratio = c.ratio("service", "raw")
         figures[f"dynamodb.{c.size}.service_over_raw"] = ratio
-        targets.append(target(f"fan-out into DynamoDB ≥ 80% of raw BatchWriteItem "
-                              f"({c.size:,} followers)", fmt_pct(ratio),
+        on = "" if client == "direct" else ", the service on aioboto3"
+        targets.append(target(f"fan-out into DynamoDB ≥ 80% of a raw direct BatchWriteItem "
+                              f"loop ({c.size:,} followers{on})", fmt_pct(ratio),
                               None if math.isnan(ratio) else ratio >= DYNAMODB_TARGET))
     latency: dict[str, list[float]] = {}
     for d in deliveries:
@@ -900,9 +912,11 @@ def report(
                     "with the service's. Its time includes passing the chunk's reader ids to "
                     "its process (bench/sf/client.py)."]
     if "dynamodb" not in opts.skip:
+        service = SERVICE_LABEL[opts.dynamodb_client]
         out += ["", f"## 2. Fan-out into DynamoDB (items/s; BatchWriteItem of 25, "
-                f"{opts.chunk:,} readers per chunk, {DYNAMODB_CONCURRENCY} in flight)", "",
-                how + ".", ""]
+                f"{opts.chunk:,} readers per chunk, {DYNAMODB_CONCURRENCY} in flight; the "
+                f"service on {'the direct transport' if service == 'direct' else 'aioboto3'})",
+                "", how + ".", ""]
         rows = [
             [f"{c.size:,}", str(c.runs), fmt_int(c.rate("service")), fmt_int(c.rate("raw")),
              ratio_cell(c, "service", "raw"), spread_cell(c, "service", "raw"),
@@ -910,11 +924,15 @@ def report(
             for c in dynamo_rows
         ]
         out.append(markdown_table(
-            ["followers", "runs", "Timelines.add", "raw BatchWriteItem", "service/raw",
-             "per chunk", "target ≥ 80%"], rows))
-        out += ["", "Timelines.add: the service (`feed.store.timelines.Timelines.add` per chunk). "
-                "raw: aioboto3 `batch_write_item` on the same client, same items and table, "
-                "the same number in flight, UnprocessedItems resent."]
+            ["followers", "runs", f"Timelines.add (on {service})", "raw direct BatchWriteItem",
+             "service/raw", "per chunk", "target ≥ 80%"], rows))
+        on = ("the service's Dynamo on its default, direct transport" if
+              opts.dynamodb_client == "direct" else "**the service's Dynamo on aioboto3** "
+              "(`--dynamodb-client aioboto3`), not its default direct transport")
+        out += ["", f"Timelines.add: the service (`feed.store.timelines.Timelines.add` per "
+                f"chunk), {on}. raw: `send(\"BatchWriteItem\", ...)` of a direct transport "
+                "(the service's own when it is direct), no retry layer and no codec: the same "
+                "items and table, the same number in flight, UnprocessedItems re-sent."]
         out += [f"- {note}" for note in dynamo_notes]
     if "delivery" not in opts.skip:
         out += ["", "## 3. Delivery through the worker (event published -> koo in every active "
@@ -960,13 +978,16 @@ async def run(opts: Options) -> int:
     settings = Settings(
         redis_url=opts.redis_url, dynamodb_endpoint=opts.dynamodb_endpoint,
         table_prefix=f"bench{uuid.uuid4().hex[:8]}_", fanout_chunk_size=opts.chunk,
-        log_json=False, log_level="WARNING",
+        dynamodb_client=opts.dynamodb_client, log_json=False, log_level="WARNING",
     )
     probe = Redis.from_url(opts.redis_url)
     try:
         env = await environment(probe, opts.redis_url, opts.dynamodb_endpoint)
     finally:
         await probe.aclose()
+    env["service's DynamoDB client"] = (
+        "direct transport (the default)" if opts.dynamodb_client == "direct"
+        else "aioboto3 (--dynamodb-client aioboto3)")
     need_dynamo = not {"dynamodb", "delivery"} <= opts.skip
     if need_dynamo and env["DynamoDB"].split(": ", 1)[1].startswith("not answering"):
         print(f"DynamoDB does not answer at {opts.dynamodb_endpoint}: start it with "
@@ -981,12 +1002,17 @@ async def run(opts: Options) -> int:
     if "redis" not in opts.skip:
         redis_rows = await redis_part(opts, settings, env)
     if need_dynamo:
-        async with open_dynamo(settings) as db:
+        async with contextlib.AsyncExitStack() as stack:
+            db = await stack.enter_async_context(open_dynamo(settings))
+            direct = db.transport
+            if not isinstance(direct, DirectTransport):  # the raw loop is direct regardless
+                direct = (await stack.enter_async_context(open_dynamo(
+                    dataclasses.replace(settings, dynamodb_client="direct")))).transport
             with progress(f"dynamodb: creating tables {settings.table_prefix}*"):
                 await create_tables(db)
             try:
                 if "dynamodb" not in opts.skip:
-                    dynamo_rows, dynamo_notes = await dynamodb_part(opts, db)
+                    dynamo_rows, dynamo_notes = await dynamodb_part(opts, db, direct)
                 if "delivery" not in opts.skip:
                     deliveries, delivery_notes = await delivery_part(opts, settings)
             finally:
@@ -1015,8 +1041,10 @@ async def run(opts: Options) -> int:
             },
             "dynamodb": {
                 "unit": "items/s", "target_ratio": DYNAMODB_TARGET,
-                "loops": {"service": "feed.store.timelines.Timelines.add",
-                          "raw": "raw aioboto3 BatchWriteItem, same concurrency"},
+                "loops": {"service": "feed.store.timelines.Timelines.add on "
+                                     + SERVICE_LABEL[opts.dynamodb_client],
+                          "raw": "raw direct-transport BatchWriteItem, same concurrency"},
+                "service_client": opts.dynamodb_client,
                 "concurrency": settings.dynamodb_concurrency,
                 "sizes": [c.as_json("service", "raw") for c in dynamo_rows],
                 "notes": dynamo_notes,
@@ -1025,7 +1053,7 @@ async def run(opts: Options) -> int:
         }
         write_json(opts.json, document(env, command, text, redis_rows, dynamo_rows,
                                        deliveries, dynamo_notes + delivery_notes, elapsed,
-                                       data))
+                                       data, opts.dynamodb_client))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Koo's five operations through the service's data layer, beside bare aioboto3 calls.
+"""Koo's five operations through the service's data layer, beside the raw transport.
 
     bash scripts/dynamodb-local.sh start 8766
     .venv/bin/python -m bench.koo_ops --quick                  # ~1 min
@@ -9,7 +9,9 @@ Options: ``--dynamodb-endpoint URL`` (default http://127.0.0.1:8766), ``--redis-
 (default redis://127.0.0.1:6379/5) and ``--cache-redis-url URL`` (default: the same): the
 hot cache's database is **flushed** at the start and the end (database 0 is refused; the
 queue's is not used), ``--clients N`` (default 10: Koo's "10x concurrency"),
-``--rounds N`` (calls per client and loop; default 200, --quick 60), ``--only KEYS``
+``--processes N`` (load-generating processes the DynamoDB table's clients are spread
+over; default 2, 1 runs them in this process), ``--rounds N`` (calls per client and
+loop; default 200, --quick 60), ``--only KEYS``
 (comma-separated row-key prefixes such as ``content_get,hot``: to profile one operation
 with py-spy), ``--json PATH``.
 
@@ -24,22 +26,34 @@ operation here is the call the service makes for it (``feed/store``):
 - Reaction Get: ``Reactions.for_koo(koo_id, limit=50)`` (the Query behind
   ``GET /v1/koos/{id}/reactions``, the route's default page size);
 - Reaction Write: the TransactWriteItems the event applier commits for
-  ``reaction_added`` (the versioned reaction row and the koo's counter, ``Dynamo.transact``);
-- Content Write: the conditional PutItem the applier commits for ``koo_created``
-  (``Koos.create_item`` through ``Dynamo.write_item``).
+  ``reaction_added`` (the versioned reaction row, the koo's counter and the ledger record,
+  ``Dynamo.transact``);
+- Content Write: the TransactWriteItems the applier commits for ``koo_created`` (the
+  conditional ``Koos.create_item`` and the ledger record).
 
-Each one runs beside a bare aioboto3 call making the same request (same table, same key,
-same attributes; the request dict is built before the clock starts) on the same client, so
-the two share the connection pool and the event loop. ``--clients`` tasks run at once; each
-alternates the service's call and the bare one, the order flipping every round, so a noisy
-neighbour on this shared machine hits both alike. Then the hot path: a koo and its reaction
-counters as the read API hydrates them from the Redis cache (``Reader.koo`` and
-``Cache.get_koos``) beside a bare HMGET of the same hash, at ``--clients`` and at one
-client. The DynamoDB rows run once more at one client, as context (the latency of a call
-with no other client queued in front of it). Two informational rows have no bare twin:
-the whole ``reaction_added`` apply (ledger check, koo read, transaction, ledger record,
-cache update) and ``Reader.reactions`` (the route's code: koo from the cache, page from
-DynamoDB).
+Each one runs beside a bare call making the same request (same table, same key, same
+attributes; the write requests are built before the clock starts) with the raw transport
+(``db.transport.send``: no retry layer, no codec), so the two share the connection pool
+and the event loop. ``--clients`` clients run at once, dealt over ``--processes``
+load-generating processes (``bench._spread``; client c to process c mod N) that start
+each operation together, so one event loop is not the bottleneck; each client alternates
+the service's call and the bare one, the order flipping every round, so a noisy neighbour
+on this shared machine hits both alike. Target (DESIGN.md, "The cold path"): each of the
+five at 10 clients, p50 under Koo's figure and p99 under 10 ms.
+
+Why 2 processes by default: measured on the 2-core machine beside 1, 3 and 4 (six runs
+each, --quick and --rounds 150), the geometric mean of the four reads' p50 was ~4.0 ms
+with 1 process and with 2, ~4.5 ms with 3 and with 4 (more processes competing with
+DynamoDB Local for the cores, presumably); with 2 the busiest generator used ~30% of a
+core, with 1 it used 50-70%. The writes' p50 did not move with the process count.
+
+Then the hot path: a koo and its reaction counters as the read API hydrates them from
+the Redis cache (``Reader.koo`` and ``Cache.get_koos``) beside a bare HMGET of the same
+hash, at ``--clients`` and at one client, in this process. The DynamoDB rows run once
+more at one client, as context (the latency of a call with no other client queued in
+front of it). Two informational rows have no bare twin: the whole ``reaction_added``
+apply (koo read, the transaction with its ledger record, cache update) and
+``Reader.reactions`` (the route's code: koo from the cache, page from DynamoDB).
 
 Tables are created under a fresh ``bench<hex>_`` prefix and dropped at the end.
 """
@@ -49,12 +63,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -65,6 +80,7 @@ from bench._common import (
     command_line,
     environment,
     fmt_int,
+    fmt_pct,
     markdown_table,
     median,
     percentile,
@@ -73,13 +89,15 @@ from bench._common import (
     target,
     write_json,
 )
+from bench._spread import Handler, Spread
 from config.settings import Settings
 from config.tables import KOOS, KOOS_BY_AUTHOR, REACTIONS, REACTIONS_BY_TIME
 from feed import keys
 from feed.reader import Reader
 from feed.services import Services, open_services
 from feed.store import create_tables, drop_tables
-from feed.store._codec import to_attr, to_wire
+from feed.store._codec import to_attr
+from feed.store._dynamo import _wire_transact_item
 from feed.store.koos import BODY_FIELDS, COUNTER_OF
 
 log = logging.getLogger("bench.koo_ops")
@@ -91,7 +109,7 @@ KOO_FIGURES_MS = {  # Koo's published DynamoDB figures at 10x concurrency (DESIG
     "Content Creator Get": 6.24,
     "Content Write": 5.71,
 }
-RATIO_TARGET = 1.2  # service p50 within 1.2x of the bare call's
+DYNAMODB_P99_TARGET_S = 0.010  # each of the five at 10 clients: p99 under 10 ms
 HOT_P99_TARGET_S = 0.002
 AUTHORS = 20
 KOOS_PER_AUTHOR = 60
@@ -100,6 +118,7 @@ REACTIONS_PER_KOO = 30
 CREATOR_PAGE = 20
 REACTION_PAGE = 50
 WARMUP_ROUNDS = 5
+DEFAULT_PROCESSES = 2  # chosen by measurement on a 2-core machine (see the module's docstring)
 BASE_MS = 1_764_000_000_000
 
 Call = Callable[[int, int], Awaitable[int]]  # (client, round) -> items returned or written
@@ -118,6 +137,7 @@ class Options:
     quick: bool
     json: str | None
     only: tuple[str, ...]
+    processes: int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -133,6 +153,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
                         help="Redis database of the hot cache (flushed!); not database 0")
     parser.add_argument("--clients", type=int, default=10,
                         help="concurrent clients (10: Koo's 10x concurrency)")
+    parser.add_argument("--processes", type=int, default=DEFAULT_PROCESSES,
+                        help="processes the --clients of the DynamoDB table are spread over, "
+                        f"so the load generator is not the bottleneck (default "
+                        f"{DEFAULT_PROCESSES}; 1: all in this process)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="calls per client per loop (default 200; --quick: 60)")
     parser.add_argument("--quick", action="store_true", help="fewer samples (~1 min)")
@@ -151,13 +175,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     if db == 0:
         parser.error("the cache's Redis database must not be 0 (it is flushed)")
     rounds = args.rounds if args.rounds is not None else (60 if args.quick else 200)
-    if rounds < 1 or args.clients < 1:
-        parser.error("--rounds and --clients must be at least 1")
+    if rounds < 1 or args.clients < 1 or args.processes < 1:
+        parser.error("--rounds, --clients and --processes must be at least 1")
     return Options(
         dynamodb_endpoint=args.dynamodb_endpoint.rstrip("/"), redis_url=args.redis_url,
         cache_redis_url=cache_url,
         clients=args.clients, rounds=rounds, quick=args.quick, json=args.json,
         only=tuple(x.strip() for x in args.only.split(",") if x.strip()),
+        processes=args.processes,
     )
 
 
@@ -176,12 +201,13 @@ class Row:
     store: str = "DynamoDB"
     clients: int = 0
     target_figure: float | None = None  # Koo's p50 in ms, when it applies
-    target_ratio: bool = True
-    target_p99: float | None = None  # seconds, for the hot reads
+    target_p99: float | None = None  # seconds
     samples: dict[str, list[float]] = field(default_factory=lambda: {"ours": [], "bare": []})
     written: int = 0  # items the calls returned or wrote, warm-up included
     calls_per_s: float = math.nan  # every call of the loop (ours and bare) / its wall time
     items: dict[str, int] = field(default_factory=lambda: {"ours": 0, "bare": 0})
+    processes: int = 1  # the clients ran in this many processes
+    busy: float = math.nan  # the busiest client process's CPU time / wall time
 
     def p(self, which: str, q: float) -> float:
         return percentile(self.samples[which], q)
@@ -197,23 +223,24 @@ class Row:
         out: list[tuple[str, str, bool]] = []
         p50 = median(self.samples["ours"]) * 1000
         name = f"{self.operation} ({self.label}, {self.clients} client"
-        name += ")" if self.clients == 1 else "s)"
+        name += "" if self.clients == 1 else "s"
+        name += f" in {self.processes} processes)" if self.processes > 1 else ")"
         if self.target_figure is not None:
             out.append((f"{name}: p50 < Koo's {self.target_figure} ms", f"{p50:.2f} ms",
                         p50 < self.target_figure))
-        if self.bare is not None and self.target_ratio and self.store == "DynamoDB":
-            out.append((f"{name}: p50 within {RATIO_TARGET}x of bare aioboto3",
-                        f"{self.ratio:.2f}x", self.ratio <= RATIO_TARGET))
         if self.target_p99 is not None:
-            p99 = self.p("ours", 99) * 1000
-            out.append((f"{name}: p99 ≤ {self.target_p99 * 1000:.0f} ms", f"{p99:.2f} ms",
-                        p99 <= self.target_p99 * 1000))
+            p99, goal = self.p("ours", 99) * 1000, self.target_p99 * 1000
+            if self.store == "DynamoDB":  # DESIGN: "each p99 under 10 ms"
+                out.append((f"{name}: p99 < {goal:.0f} ms", f"{p99:.2f} ms", p99 < goal))
+            else:  # the hot reads: "p99 ≤ 2 ms"
+                out.append((f"{name}: p99 ≤ {goal:.0f} ms", f"{p99:.2f} ms", p99 <= goal))
         return out
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "operation": self.operation, "call": self.label, "store": self.store,
-            "clients": self.clients, "koo_figure_ms": self.target_figure,
+            "clients": self.clients, "processes": self.processes,
+            "client_busy": self.busy, "koo_figure_ms": self.target_figure,
         }
         for which in ("ours", "bare"):
             values = self.samples[which]
@@ -229,10 +256,13 @@ class Row:
         return data
 
 
-async def measure(row: Row, clients: int, rounds: int) -> None:
-    """``clients`` tasks, each calling ours and bare alternately for ``rounds`` rounds
-    (after a few untimed ones); the order of the two flips every round."""
+async def measure(row: Row, clients: int, rounds: int, ids: Sequence[int] | None = None
+                  ) -> None:
+    """``clients`` tasks (or those of them numbered ``ids``, this process's share), each
+    calling ours and bare alternately for ``rounds`` rounds (after a few untimed ones);
+    the order of the two flips every round."""
     row.clients = clients
+    ids = range(clients) if ids is None else ids
     calls: list[tuple[str, Call]] = [("ours", row.ours)]
     if row.bare is not None:
         calls.append(("bare", row.bare))
@@ -249,10 +279,11 @@ async def measure(row: Row, clients: int, rounds: int) -> None:
                     row.samples[which].append(elapsed)
                     row.items[which] += got
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client(c) for c in range(clients)))
-    row.calls_per_s = clients * (rounds + WARMUP_ROUNDS) * len(calls) / (
-        time.perf_counter() - started)
+    cpu, started = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(client(c) for c in ids))
+    wall = time.perf_counter() - started
+    row.calls_per_s = len(ids) * (rounds + WARMUP_ROUNDS) * len(calls) / wall
+    row.busy = (time.process_time() - cpu) / wall
     if row.bare is not None and row.items["ours"] != row.items["bare"]:
         raise RuntimeError(f"{row.operation} ({row.label}): the service's calls returned "
                            f"{row.items['ours']} items, the bare ones {row.items['bare']}")
@@ -335,14 +366,17 @@ def own(items: Sequence[str], c: int, r: int, clients: int) -> str:
     return items[(c * share + r % share) % len(items)]
 
 
+Prepare = Callable[[int, Sequence[int] | None], None]  # (rounds, client ids or all)
+
+
 def dynamodb_rows(
     services: Services, data: DataSet, clients: int, phase: str
-) -> tuple[list[Row], Callable[[int], None]]:
+) -> tuple[list[Row], Prepare]:
     """The six service-vs-bare rows, and the function that builds the bare write requests
     of ``rounds`` rounds (call it before measuring). ``phase`` keeps written ids unique."""
     db = services.stores.db
     stores = services.stores
-    client = db.client
+    send = db.transport.send  # the raw transport: no retry layer, no codec
     koos_table, reactions_table = db.table(KOOS), db.table(REACTIONS)
     projection = {
         "ProjectionExpression": ", ".join(f"#p{i}" for i in range(len(BODY_FIELDS))),
@@ -356,17 +390,17 @@ def dynamodb_rows(
     async def get_many_bare(c: int, r: int) -> int:
         request = {koos_table: {"Keys": [{"koo_id": {"S": pick(data.koos, c, r)}}],
                                 "ConsistentRead": False, **projection}}
-        response = await client.batch_get_item(RequestItems=request)
+        response = await send("BatchGetItem", {"RequestItems": request})
         return len(response["Responses"][koos_table])
 
     async def get_ours(c: int, r: int) -> int:
         return int(await stores.koos.get(pick(data.koos, c, r)) is not None)
 
     async def get_bare(c: int, r: int) -> int:
-        response = await client.get_item(
-            TableName=koos_table, Key={"koo_id": {"S": pick(data.koos, c, r)}},
-            ConsistentRead=False,
-        )
+        response = await send("GetItem", {
+            "TableName": koos_table, "Key": {"koo_id": {"S": pick(data.koos, c, r)}},
+            "ConsistentRead": False,
+        })
         return int("Item" in response)
 
     # Content Creator Get ---------------------------------------------------------------
@@ -375,12 +409,12 @@ def dynamodb_rows(
                                                limit=CREATOR_PAGE + 1))
 
     async def creator_bare(c: int, r: int) -> int:
-        response = await client.query(
-            TableName=koos_table, IndexName=KOOS_BY_AUTHOR,
-            KeyConditionExpression="author_key = :a",
-            ExpressionAttributeValues={":a": {"S": pick(data.authors, c, r)}},
-            ScanIndexForward=False, Limit=CREATOR_PAGE + 1,
-        )
+        response = await send("Query", {
+            "TableName": koos_table, "IndexName": KOOS_BY_AUTHOR,
+            "KeyConditionExpression": "author_key = :a",
+            "ExpressionAttributeValues": {":a": {"S": pick(data.authors, c, r)}},
+            "ScanIndexForward": False, "Limit": CREATOR_PAGE + 1,
+        })
         return len(response["Items"])
 
     # Reaction Get ----------------------------------------------------------------------
@@ -389,12 +423,12 @@ def dynamodb_rows(
         return len(found)
 
     async def reactions_bare(c: int, r: int) -> int:
-        response = await client.query(
-            TableName=reactions_table, IndexName=REACTIONS_BY_TIME,
-            KeyConditionExpression="koo_id = :k",
-            ExpressionAttributeValues={":k": {"S": pick(data.reacted, c, r)}},
-            ScanIndexForward=False, Limit=REACTION_PAGE,
-        )
+        response = await send("Query", {
+            "TableName": reactions_table, "IndexName": REACTIONS_BY_TIME,
+            "KeyConditionExpression": "koo_id = :k",
+            "ExpressionAttributeValues": {":k": {"S": pick(data.reacted, c, r)}},
+            "ScanIndexForward": False, "Limit": REACTION_PAGE,
+        })
         return len(response["Items"])
 
     # Reaction Write --------------------------------------------------------------------
@@ -408,6 +442,7 @@ def dynamodb_rows(
         await db.transact([
             stores.reactions.switch_on_item(event, author),
             stores.koos.counter_item(event["koo_id"], event["kind"], 1),
+            stores.ledger.record_item(event),
         ])
         return 1
 
@@ -434,13 +469,14 @@ def dynamodb_rows(
                 "ExpressionAttributeNames": {"#c": COUNTER_OF[event["kind"]]},
                 "ExpressionAttributeValues": {":d": {"N": "1"}},
             }},
+            _wire_transact_item(db, stores.ledger.record_item(event)),
         ]
 
     bare_reactions: dict[tuple[int, int], list[dict[str, Any]]] = {}
 
     async def react_bare(c: int, r: int) -> int:
         items = bare_reactions.pop((c, r))
-        await client.transact_write_items(TransactItems=items)
+        await send("TransactWriteItems", {"TransactItems": items})
         return 1
 
     # Content Write ---------------------------------------------------------------------
@@ -449,26 +485,29 @@ def dynamodb_rows(
         return koo_event(koo_id, data.authors[c % len(data.authors)], BASE_MS + 2 * 10**6 + r)
 
     async def write_ours(c: int, r: int) -> int:
-        await db.write_item(stores.koos.create_item(new_koo("o", c, r), pull=False))
+        event = new_koo("o", c, r)
+        await db.transact([stores.koos.create_item(event, pull=False),
+                           stores.ledger.record_item(event)])
         return 1
 
-    bare_puts: dict[tuple[int, int], dict[str, Any]] = {}
+    bare_creates: dict[tuple[int, int], list[dict[str, Any]]] = {}
 
     async def write_bare(c: int, r: int) -> int:
-        await client.put_item(**bare_puts.pop((c, r)))
+        await send("TransactWriteItems", {"TransactItems": bare_creates.pop((c, r))})
         return 1
 
-    def prepare(rounds: int) -> None:
-        """Build every bare write request before any clock starts."""
-        for c in range(clients):
+    def prepare(rounds: int, ids: Sequence[int] | None = None) -> None:
+        """Build the bare write requests of clients ``ids`` (all by default) before any
+        clock starts."""
+        for c in range(clients) if ids is None else ids:
             for r in range(-WARMUP_ROUNDS, rounds):
                 event, author = reaction("b", c, r)
                 bare_reactions[(c, r)] = bare_transaction(event, author)
-                item = stores.koos.create_item(new_koo("b", c, r), pull=False)["Put"]
-                bare_puts[(c, r)] = {
-                    "TableName": koos_table, "Item": to_wire(item["Item"]),
-                    "ConditionExpression": item["ConditionExpression"],
-                }
+                koo = new_koo("b", c, r)
+                bare_creates[(c, r)] = [
+                    _wire_transact_item(db, stores.koos.create_item(koo, pull=False)),
+                    _wire_transact_item(db, stores.ledger.record_item(koo)),
+                ]
 
     rows = [
         Row("content_get.batch_get", "Content Get", "Koos.get_many, 1 id (BatchGetItem)",
@@ -480,12 +519,14 @@ def dynamodb_rows(
             f"Reactions.for_koo, page of {REACTION_PAGE} (Query)", reactions_ours,
             reactions_bare),
         Row("reaction_write.transact", "Reaction Write",
-            "reaction row + counter (TransactWriteItems)", react_ours, react_bare),
-        Row("content_write.put", "Content Write", "Koos.create_item (conditional PutItem)",
-            write_ours, write_bare),
+            "reaction row + counter + ledger record (TransactWriteItems)", react_ours,
+            react_bare),
+        Row("content_write.transact", "Content Write",
+            "Koos.create_item + ledger record (TransactWriteItems)", write_ours, write_bare),
     ]
     for row in rows:
         row.target_figure = KOO_FIGURES_MS[row.operation]
+        row.target_p99 = DYNAMODB_P99_TARGET_S
     return rows, prepare
 
 
@@ -506,11 +547,10 @@ def info_rows(services: Services, reader: Reader, data: DataSet, clients: int) -
 
     return [
         Row("reaction_write.apply", "Reaction Write",
-            "whole apply: EventApplier.apply(reaction_added)", apply_reaction,
-            target_ratio=False),
+            "whole apply: EventApplier.apply(reaction_added)", apply_reaction),
         Row("reaction_get.route", "Reaction Get",
             "route code: Reader.reactions (koo from cache, page from DynamoDB)",
-            route_reactions, target_ratio=False),
+            route_reactions),
     ]
 
 
@@ -571,11 +611,12 @@ def table(rows: Sequence[Row]) -> str:
             ms(row.p("bare", 99)) if has_bare else "-",
             f"{row.ratio:.2f}x" if has_bare else "-",
             f"{row.target_figure}" if row.target_figure is not None else "-",
-            verdicts(row),
+            fmt_pct(row.busy), verdicts(row),
         ])
     return markdown_table(
         ["operation: the service's call", "clients", "calls", "ours p50", "ours p99",
-         "bare p50", "bare p99", "ours/bare p50", "Koo p50", "targets"], body)
+         "bare p50", "bare p99", "ours/bare p50", "Koo p50", "client busy", "targets"],
+        body)
 
 
 TITLE = "Koo's five operations through the data layer, and hot koos from Redis"
@@ -584,14 +625,22 @@ TITLE = "Koo's five operations through the data layer, and hot koos from Redis"
 def report(opts: Options, main: list[Row], single: list[Row], info: list[Row],
            hot: list[Row], notes: list[str]) -> str:
     """The bench's tables and notes (no top-level heading: the report nests them)."""
-    out = [f"### DynamoDB Local, {opts.clients} concurrent clients (ms)", "",
+    processes = max((r.processes for r in main), default=1)
+    where = f" in {processes} processes" if processes > 1 else " in one process"
+    out = [f"### DynamoDB Local, {opts.clients} concurrent clients{where} (ms)", "",
            table(main), "",
            "ours: the service's own store call (feed/store), timed from the call to the "
-           "decoded result. bare: aioboto3 on the same client, the same request built before "
-           "the clock starts. Interleaved in one run: each client alternates the two, the "
-           "order flipping every round. p99 is nearest-rank. Koo p50: Koo's published figure "
-           "at 10x concurrency, on DynamoDB itself (here: DynamoDB Local on a shared "
-           "machine, client and server on the same cores).", "",
+           "decoded result. bare: the same request sent with the raw transport's `send` "
+           "(`db.transport.send`: no retry layer, no codec), on the same connection pool, "
+           "the write requests built before the clock starts. Interleaved in one run: each "
+           "client alternates the two, the order flipping every round. p99 is nearest-rank. "
+           "Koo p50: Koo's published figure at 10x concurrency, on DynamoDB itself (here: "
+           "DynamoDB Local on a shared machine, client and server on the same cores). "
+           f"Clients are dealt over {processes} load-generating process"
+           f"{'es' if processes > 1 else ''} (client c to process c mod {processes}), "
+           "started together; client busy: the busiest one's CPU time / wall time (100%: it "
+           "was the bottleneck). Targets: p50 under Koo's figure, p99 under "
+           f"{DYNAMODB_P99_TARGET_S * 1000:.0f} ms.", "",
            "### The same at 1 client (context: no queueing behind other clients)", "",
            table(single), "",
            "### Around the data layer (no bare twin; for context)", "", table(info), "",
@@ -623,7 +672,9 @@ async def run(opts: Options) -> int:
             print(f"DynamoDB does not answer at {opts.dynamodb_endpoint}: start it with "
                   "`bash scripts/dynamodb-local.sh start 8766`", file=sys.stderr)
             return 3
-        env["clients"] = f"{opts.clients} concurrent, {opts.rounds} timed calls each per loop"
+        env["clients"] = (f"{opts.clients} concurrent, {opts.rounds} timed calls each per "
+                          f"loop; the DynamoDB table's spread over "
+                          f"{min(opts.processes, opts.clients)} process(es)")
         await raw.flushdb()
         async with open_services(settings) as services:
             await services.cache.load_scripts()
@@ -661,6 +712,69 @@ async def measure_rows(rows: list[Row], clients: int, rounds: int) -> None:
             await measure(row, clients, rounds)
 
 
+async def measure_spread(rows: list[Row], spread: Spread, clients: int, rounds: int,
+                         phase: str) -> None:
+    """Each row's ``clients`` dealt over the spread's processes (client c to process
+    c mod N), started together; their samples merged into the row."""
+    n = spread.processes
+    for row in rows:
+        with progress(f"{row.operation}: {row.label}, {clients} clients in {n} processes"):
+            shares = await spread.run([
+                {"key": row.key, "phase": phase, "clients": clients, "rounds": rounds,
+                 "ids": list(range(p, clients, n))} for p in range(n)])
+        row.clients, row.processes = clients, n
+        for share in shares:
+            for which in ("ours", "bare"):
+                row.samples[which] += share["samples"][which]
+                row.items[which] += share["items"][which]
+            row.written += share["written"]
+        wall = max(s["ended"] for s in shares) - min(s["started"] for s in shares)
+        calls = sum(s["calls"] for s in shares)
+        row.calls_per_s = calls / wall
+        row.busy = max(s["busy"] for s in shares)
+        if row.bare is not None and row.items["ours"] != row.items["bare"]:
+            raise RuntimeError(f"{row.operation} ({row.label}): the service's calls returned "
+                               f"{row.items['ours']} items, the bare ones "
+                               f"{row.items['bare']}")
+
+
+def settings_of(settings: Settings) -> dict[str, Any]:
+    """What a load-generating process needs to open the same clients (plain values)."""
+    return {"redis_url": settings.redis_url, "cache_redis_url": settings.cache_redis_url,
+            "dynamodb_endpoint": settings.dynamodb_endpoint,
+            "table_prefix": settings.table_prefix, "dynamodb_client": settings.dynamodb_client,
+            "log_json": False, "log_level": "WARNING"}
+
+
+@contextlib.asynccontextmanager
+async def load_generator(setup: dict[str, Any]) -> AsyncIterator[Handler]:
+    """One load-generating process (bench._spread): the service's clients, and a handler
+    that runs its share of one DynamoDB row's clients."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data = DataSet(**setup["data"])
+    async with open_services(Settings(**setup["settings"])) as services:
+        built: dict[tuple[str, int], dict[str, Row]] = {}
+
+        async def handle(job: dict[str, Any], start: Callable[[], Awaitable[None]]
+                         ) -> dict[str, Any]:
+            phase, clients, rounds, ids = job["phase"], job["clients"], job["rounds"], job["ids"]
+            if (phase, clients) not in built:
+                rows, prepare = dynamodb_rows(services, data, clients, phase)
+                prepare(rounds, ids)  # every row's bare writes, once
+                built[(phase, clients)] = {r.key: r for r in rows}
+            row = built[(phase, clients)][job["key"]]
+            await start()
+            started = time.monotonic()  # the machine's clock: comparable across processes
+            await measure(row, clients, rounds, ids)
+            ended = time.monotonic()
+            return {"samples": row.samples, "items": row.items, "written": row.written,
+                    "started": started, "ended": ended, "busy": row.busy,
+                    "calls": len(ids) * (rounds + WARMUP_ROUNDS) * (2 if row.bare else 1)}
+
+        yield handle
+
+
 async def measure_all(
     services: Services, raw: Redis, opts: Options
 ) -> tuple[list[Row], list[Row], list[Row], list[Row], list[str]]:
@@ -669,13 +783,19 @@ async def measure_all(
     reader = Reader(services.manager)
     main, prepare = dynamodb_rows(services, data, opts.clients, "m")
     main = wanted(main, opts)
-    prepare(opts.rounds)
-    await measure_rows(main, opts.clients, opts.rounds)
+    processes = min(opts.processes, opts.clients)
+    if processes > 1:
+        setup = {"settings": settings_of(services.settings), "data": dataclasses.asdict(data)}
+        async with Spread(processes, load_generator, setup) as spread:
+            await measure_spread(main, spread, opts.clients, opts.rounds, "m")
+    else:
+        prepare(opts.rounds, None)
+        await measure_rows(main, opts.clients, opts.rounds)
     single, prepare = dynamodb_rows(services, data, 1, "s")
     single = wanted(single, opts)
     for row in single:  # context only: Koo's figures are at 10x concurrency
-        row.target_figure, row.target_ratio = None, False
-    prepare(opts.rounds)
+        row.target_figure = row.target_p99 = None
+    prepare(opts.rounds, None)
     await measure_rows(single, 1, opts.rounds)
     notes = [await check_counters(services, data, main + single), *queueing(main, single)]
     info = wanted(info_rows(services, reader, data, opts.clients), opts)
@@ -699,7 +819,8 @@ def queueing(main: list[Row], single: list[Row]) -> list[str]:
             continue
         out.append(
             f"{row.operation} ({row.key}): {median(one.samples['ours']) * 1000:.2f} ms p50 "
-            f"at 1 client; at {row.clients} clients the process made "
+            f"at 1 client; at {row.clients} clients the {row.processes} process"
+            f"{'es' if row.processes > 1 else ''} made "
             f"{row.calls_per_s:,.0f} calls/s in all, so each client waited about "
             f"{row.clients / row.calls_per_s * 1000:.1f} ms per call "
             f"(measured p50 {median(row.samples['ours']) * 1000:.2f} ms)."
