@@ -308,6 +308,25 @@ def test_app_environment_is_accepted_by_the_settings() -> None:
     assert settings.api_tokens
 
 
+async def test_app_environment_finds_credentials_for_its_dynamodb(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """``dynamodb`` is not this host, so the service needs the chain to find a key."""
+    from feed.store._credentials import resolve_credentials
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    env = _environment(_service("api"), {})
+    for name, value in env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    source = await resolve_credentials(env["FEED_DYNAMODB_ENDPOINT"], env["FEED_AWS_REGION"])
+    assert source.method == "env"
+
+
 # ---------------------------------------------------------------------------
 # the image
 
