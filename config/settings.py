@@ -54,6 +54,7 @@ class Settings:
     timeline_cache_items: int = 800
     backfill_on_follow: int = 200
     rate_limit_per_token: float = 0.0
+    auth_failures_per_minute: int = 30
     active_days: int = 7
     timeline_max_items: int = 5_000
     timeline_ttl_days: int = 30
@@ -72,6 +73,7 @@ class Settings:
     redis_timeout: float = 2.0
     api_timeout: float = 0.8
     api_max_in_flight: int = 64
+    api_request_timeout: float = 10.0
     job_max_tries: int = 8
     worker_max_jobs: int = 32
     worker_metrics_port: int = 9108
@@ -134,6 +136,9 @@ class Settings:
             "rate_limit_per_token": reader.get(
                 "RATE_LIMIT_PER_TOKEN", _non_negative_float, defaults.rate_limit_per_token
             ),
+            "auth_failures_per_minute": reader.get(
+                "AUTH_FAILURES_PER_MINUTE", _non_negative_int, defaults.auth_failures_per_minute
+            ),
             "active_days": reader.get("ACTIVE_DAYS", _positive_int, defaults.active_days),
             "timeline_max_items": reader.get(
                 "TIMELINE_MAX_ITEMS", _positive_int, defaults.timeline_max_items
@@ -179,6 +184,9 @@ class Settings:
             "api_timeout": reader.get("API_TIMEOUT", _positive_float, defaults.api_timeout),
             "api_max_in_flight": reader.get("API_MAX_IN_FLIGHT", _positive_int,
                                             defaults.api_max_in_flight),
+            "api_request_timeout": reader.get(
+                "API_REQUEST_TIMEOUT", _positive_float, defaults.api_request_timeout
+            ),
             "job_max_tries": reader.get("JOB_MAX_TRIES", _positive_int, defaults.job_max_tries),
             "worker_max_jobs": reader.get(
                 "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs

@@ -8,7 +8,10 @@ they count. The same event applied twice, twice at once, or long after its
 ledger entry expired, changes nothing; events that arrive out of order
 settle on the newest state. The ledger records each applied event, and what
 happened to it, in the same transaction as the event's writes: a duplicate is
-recognised by that transaction, with no read before it.
+recognised by that transaction, with no read before it; only then is the entry
+read, and another event under the same ``event_id`` is dead-lettered
+(``event_id_reused``). Signups and deletes, whose writes cannot join that
+transaction, claim the entry first and write again on a replay (idempotent).
 
 After the commit, each handler runs its follow-up work (fan-out, purges,
 cache updates). That work checks the current state and is idempotent, so it
@@ -45,6 +48,7 @@ SETTLE_ATTEMPTS = 4
 APPLIED = "applied"
 DUPLICATE = "duplicate"
 NOOP = "noop"  # valid, recorded, but older than the state already stored
+DEAD_LETTERED = "dead-lettered"
 
 Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[str]]
 # Follow-up work: the event, the outcome of its commit, and what the commit stored (if known).
@@ -52,7 +56,11 @@ After = Callable[[dict[str, Any], str, Any], Awaitable[str]]
 
 
 class _AlreadyApplied(Exception):
-    """The ledger already holds this event: a duplicate."""
+    """The ledger already holds this event_id: a duplicate, unless its digest differs."""
+
+    def __init__(self, event_id: str, *, checked: bool = False) -> None:
+        super().__init__(event_id)
+        self.checked = checked  # the handler compared the digests already
 
 
 class EventApplier:
@@ -88,8 +96,15 @@ class EventApplier:
         # condition on the ledger item), so a duplicate is found by the write itself.
         try:
             outcome = await commit(event, stored)
-        except _AlreadyApplied:
+        except _AlreadyApplied as exc:
+            if not exc.checked:
+                await self.stores.ledger.refuse_reused_id(event)
             outcome = DUPLICATE
+        except NotReady:
+            # Waiting for something (a koo) is pointless for an event whose id is taken:
+            # say so now rather than after every retry.
+            await self.stores.ledger.refuse_reused_id(event)
+            raise
         await after(event, outcome, stored)
         metrics.EVENTS_APPLIED.labels(event["type"], outcome).inc()
         return outcome
@@ -115,6 +130,14 @@ class EventApplier:
             raise
         return None
 
+    async def _settle_claim(self, event: dict[str, Any], first: bool, outcome: str) -> str:
+        """A replay is a duplicate; a new event that changed nothing says so in the ledger."""
+        if not first:
+            raise _AlreadyApplied(event["event_id"], checked=True)
+        if outcome != APPLIED:
+            await self.stores.ledger.set_outcome(event, outcome)
+        return outcome
+
     async def _record(self, event: dict[str, Any], outcome: str) -> str:
         """Record an event whose commit wrote nothing (or wrote on its own); returns
         ``outcome``, or raises _AlreadyApplied if it was recorded before."""
@@ -125,10 +148,11 @@ class EventApplier:
     # --- signups ----------------------------------------------------------------------
 
     async def _signed_up(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
+        first = await self.stores.ledger.claim(event)
         changed = await self.stores.users.save_profile(event)
         with contextlib.suppress(StorageUnavailable):
             await self.cache.drop_profiles(event["user_id"])
-        return await self._record(event, APPLIED if changed else NOOP)
+        return await self._settle_claim(event, first, APPLIED if changed else NOOP)
 
     # --- koos -------------------------------------------------------------------------
 
@@ -173,15 +197,18 @@ class EventApplier:
         return APPLIED
 
     async def _koo_deleted(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
+        first = await self.stores.ledger.claim(event)
         status = await self.stores.koos.mark_deleted(
             event["koo_id"], event["author_id"], event["occurred_at"]
         )
         if status == "not_author":
+            if first:
+                await self.stores.ledger.set_outcome(event, DEAD_LETTERED)
             raise Unapplicable(
                 f"koo {event['koo_id']} is not by {event['author_id']}: only its author "
                 "may delete it"
             )
-        return await self._record(event, APPLIED if status != "already" else NOOP)
+        return await self._settle_claim(event, first, APPLIED if status != "already" else NOOP)
 
     async def _after_koo_deleted(
         self, event: dict[str, Any], outcome: str, stored: dict[str, Any]

@@ -129,6 +129,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def _serve_api(settings: Settings, host: str, port: int, workers: int) -> int:
     import uvicorn
 
+    from feed.api._server import ConnectionLimits, guarded_protocol
+
     if not settings.api_tokens:
         print("feed: FEED_API_TOKENS is empty: every /v1 request would be refused",
               file=sys.stderr)
@@ -136,10 +138,14 @@ def _serve_api(settings: Settings, host: str, port: int, workers: int) -> int:
     # uvicorn drains, then re-raises the signal it caught; the contract wants exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
+    # The guarded protocol bounds what one client can make a process hold (header size,
+    # time to send a request) and answers parse errors with the JSON error body; no
+    # WebSocket is served, so an upgrade request is answered as plain HTTP.
     uvicorn.run(
         "feed.api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", log_config=None, access_log=False,
-        timeout_graceful_shutdown=20, lifespan="on",
+        loop="uvloop", http=guarded_protocol(ConnectionLimits(settings.api_request_timeout)),
+        ws="none", log_config=None, access_log=False, timeout_graceful_shutdown=20,
+        lifespan="on",
     )
     return EXIT_OK
 

@@ -3,14 +3,23 @@
 Validation is table-driven: each event type names its fields and a checker
 for each. Unknown fields are dropped; a missing or ill-typed field is an error
 that names the field and the event.
+
+``occurred_at`` is checked against the caller's clock (``now_ms``), so a
+value in seconds or one far in the future is refused before it can pin a koo
+to the top of every feed. :func:`event_digest` names an event's content, so a
+reused ``event_id`` on a different event can be told from a replay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import orjson
 
 from feed.errors import ValidationFailed
 
@@ -19,6 +28,7 @@ __all__ = [
     "MAX_BATCH",
     "EventError",
     "check_id",
+    "event_digest",
     "is_valid_id",
     "validate_batch",
     "validate_event",
@@ -32,7 +42,8 @@ MAX_HASHTAGS: Final = 30
 MAX_HASHTAG_LENGTH: Final = 100
 MAX_HANDLE: Final = 64
 MAX_EVENT_ID: Final = 128
-MAX_TIMESTAMP: Final = 10**13  # fits the 13-digit sort key (year 2286)
+MIN_OCCURRED_AT: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_AHEAD_MS: Final = 24 * 3600 * 1000  # how far past our clock a producer's clock may run
 MAX_BATCH: Final = 500
 REACTION_KINDS: Final = ("like", "rekoo", "comment")
 
@@ -133,8 +144,30 @@ def _hashtags(value: object) -> list[str]:
 def _timestamp(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"must be an integer (ms since the Unix epoch), not {_type_name(value)}")
-    if not 0 <= value < MAX_TIMESTAMP:
-        raise _Invalid("must be milliseconds since the Unix epoch, between 0 and 10^13")
+    return value
+
+
+def _check_time(value: int, now_ms: int) -> str | None:
+    """What is wrong with ``occurred_at`` (already an int) at ``now_ms``, if anything."""
+    latest = now_ms + MAX_AHEAD_MS
+    if MIN_OCCURRED_AT <= value <= latest:
+        return None
+    if MIN_OCCURRED_AT <= value * 1000 <= latest:
+        return f"looks like seconds ({value}); it must be milliseconds since the Unix epoch"
+    if value > latest:
+        return ("is in the future (more than 24 h past the service's clock): it must be "
+                "milliseconds since the Unix epoch")
+    return "must be milliseconds since the Unix epoch, from 2000-01-01"
+
+
+def _event_id(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, not {_type_name(value)}")
+    if not 1 <= len(value) <= MAX_EVENT_ID:
+        raise _Invalid(f"must be 1-{MAX_EVENT_ID} characters long (got {len(value)})")
+    # Cc: C0 (newline, tab, ...), DEL and C1. Ids end up in logs, job ids and keys.
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise _Invalid("must not contain control characters")
     return value
 
 
@@ -153,7 +186,7 @@ class _Field:
 
 
 _COMMON: Final = (
-    _Field("event_id", _string(1, MAX_EVENT_ID)),
+    _Field("event_id", _event_id),
     _Field("occurred_at", _timestamp),
 )
 
@@ -220,7 +253,8 @@ class EventError:
         }
 
 
-def _check(raw: object, index: int) -> tuple[dict[str, Any] | None, EventError | None]:
+def _check(raw: object, index: int, now_ms: int
+           ) -> tuple[dict[str, Any] | None, EventError | None]:
     if not isinstance(raw, Mapping):
         problem = ("event", f"must be a JSON object, not {_type_name(raw)}")
         return None, EventError(index, None, None, (problem,))
@@ -244,7 +278,12 @@ def _check(raw: object, index: int) -> tuple[dict[str, Any] | None, EventError |
                 event[spec.name] = spec.check(None)
             continue
         try:
-            event[spec.name] = spec.check(raw[spec.name])
+            value = spec.check(raw[spec.name])
+            if spec.name == "occurred_at":  # the one check that needs the clock
+                wrong = _check_time(value, now_ms)
+                if wrong is not None:
+                    raise _Invalid(wrong)
+            event[spec.name] = value
         except _Invalid as exc:
             problems.append((spec.name, str(exc)))
     if not problems and kind in _DISTINCT:
@@ -256,30 +295,60 @@ def _check(raw: object, index: int) -> tuple[dict[str, Any] | None, EventError |
     return event, None
 
 
-def validate_event(raw: object) -> dict[str, Any]:
-    """Validate one event; return it normalized (known fields only) or raise."""
-    event, error = _check(raw, 0)
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def validate_event(raw: object, *, now_ms: int | None = None) -> dict[str, Any]:
+    """Validate one event (against the clock, or ``now_ms``); return it normalized (known
+    fields only) or raise."""
+    event, error = _check(raw, 0, _now_ms() if now_ms is None else now_ms)
     if error is not None:
         raise ValidationFailed([error.as_dict()])
     assert event is not None
     return event
 
 
-def validate_batch(raw_events: Sequence[object]) -> list[dict[str, Any]]:
-    """Validate a whole batch; raise with one error per bad index if any is bad."""
+def validate_batch(raw_events: Sequence[object], *, now_ms: int | None = None
+                   ) -> list[dict[str, Any]]:
+    """Validate a whole batch; raise with one error per bad index if any is bad.
+
+    Two different events under one ``event_id`` are both bad (the same event twice is
+    a harmless duplicate): the service could apply only one of them.
+    """
     if not 1 <= len(raw_events) <= MAX_BATCH:
         raise ValidationFailed(
             [{"field": "events", "message": f"events must hold 1-{MAX_BATCH} events "
               f"(got {len(raw_events)})"}]
         )
+    now = _now_ms() if now_ms is None else now_ms
     good: list[dict[str, Any]] = []
-    errors: list[dict[str, Any]] = []
+    errors: dict[int, EventError] = {}
+    by_id: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for index, raw in enumerate(raw_events):
-        event, error = _check(raw, index)
+        event, error = _check(raw, index, now)
         if error is not None:
-            errors.append(error.as_dict())
+            errors[index] = error
         elif event is not None:
             good.append(event)
+            by_id.setdefault(event["event_id"], []).append((index, event))
+    for event_id, sharing in by_id.items():
+        if len(sharing) < 2 or len({event_digest(e) for _, e in sharing}) < 2:
+            continue
+        for index, event in sharing:
+            other = [f"events[{i}]" for i, _ in sharing if i != index]
+            others = ", ".join(other[:3]) + (f" and {len(other) - 3} more" if other[3:] else "")
+            problem = ("event_id", f"is also the event_id of {others}, a different event: "
+                       "each event needs its own event_id")
+            errors[index] = EventError(index, event_id, event["type"], (problem,))
     if errors:
-        raise ValidationFailed(errors)
+        raise ValidationFailed([errors[i].as_dict() for i in sorted(errors)])
     return good
+
+
+def event_digest(event: Mapping[str, Any]) -> str:
+    """A stable name for a validated event's content: a hash of its canonical JSON
+    (sorted keys, known fields only), equal for a replay and different for another
+    event under the same ``event_id``."""
+    canonical = orjson.dumps(dict(event), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()

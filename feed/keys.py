@@ -124,6 +124,12 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+def auth_failures(address: str) -> str:
+    """Token bucket of failed authentications from one client address (by digest: client
+    addresses never appear in keys, and IPv6 colons never reach a hash tag)."""
+    return f"feed:authfail:{{{hashlib.sha256(address.encode()).hexdigest()[:16]}}}"
+
+
 # --- Redis: job ids (arq _job_id) -----------------------------------------------------
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "AUTH_FAILURES",
     "CACHE_LOOKUPS",
     "DYNAMODB_CALLS",
     "DYNAMODB_RETRIES",
     "EVENTS_APPLIED",
     "FANOUT_ENTRIES",
     "FANOUT_LAG",
+    "HTTP_REFUSED",
     "LOOP_LAG",
     "QUEUE_DEPTH",
     "READS_SHED",
@@ -29,6 +31,11 @@ CACHE_LOOKUPS = Counter(
     "feed_cache_lookups_total",
     "Hot-cache lookups by what they found (hit, miss).",
     ["kind", "result"],
+)
+HTTP_REFUSED = Counter(
+    "feed_http_refused_total",
+    "Requests and connections the server refused before the app saw them, by reason.",
+    ["reason"],
 )
 DYNAMODB_CALLS = Histogram(
     "feed_dynamodb_call_seconds",
@@ -64,4 +71,10 @@ LOOP_LAG = Histogram(
 READS_SHED = Counter(
     "feed_api_reads_shed_total",
     "Reads refused at once (503) because FEED_API_MAX_IN_FLIGHT reads were in flight.",
+)
+AUTH_FAILURES = Counter(
+    "feed_api_auth_failures_total",
+    "Requests refused by authentication, by answer: unauthorized (401, a missing or wrong "
+    "token) or rate_limited (429, too many failures from the client's address).",
+    ["answer"],
 )

@@ -204,3 +204,12 @@ def test_recommendation_sk_sorts_by_rank() -> None:
 def test_queues() -> None:
     assert keys.QUEUES == {"realtime": keys.QUEUE_REALTIME, "backfill": keys.QUEUE_BACKFILL}
     assert keys.QUEUE_REALTIME != keys.QUEUE_BACKFILL
+
+
+def test_auth_failures_key_hides_the_address() -> None:
+    key = keys.auth_failures("2001:db8::/64")
+    assert re.fullmatch(r"feed:authfail:\{[0-9a-f]{16}\}", key)
+    assert "2001" not in key
+    assert key == keys.auth_failures("2001:db8::/64")
+    assert key != keys.auth_failures("10.0.0.1")
+    assert key != keys.rate_limit(keys.token_digest("2001:db8::/64"))

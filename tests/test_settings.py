@@ -219,3 +219,13 @@ def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(AttributeError):
         s.celebrity_followers = 1  # type: ignore[misc]
+
+
+def test_auth_failures_per_minute() -> None:
+    assert Settings.from_env({}).auth_failures_per_minute == 30
+    assert Settings.from_env({"FEED_AUTH_FAILURES_PER_MINUTE": "0"}).auth_failures_per_minute == 0
+    assert Settings.from_env(
+        {"FEED_AUTH_FAILURES_PER_MINUTE": "120"}).auth_failures_per_minute == 120
+    for bad in ("-1", "1.5", "many"):
+        with pytest.raises(SettingsError, match="FEED_AUTH_FAILURES_PER_MINUTE"):
+            Settings.from_env({"FEED_AUTH_FAILURES_PER_MINUTE": bad})

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from feed.errors import ValidationFailed
 from feed.events import ID_RULE, is_valid_id
 
-__all__ = ["error", "json", "path_id", "query_bool", "query_cursor", "query_limit"]
+__all__ = ["error", "error_body", "json", "path_id", "query_bool", "query_cursor", "query_limit"]
 
 
 def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -19,13 +19,19 @@ def json(body: Any, status: int = 200, headers: dict[str, str] | None = None) ->
                     headers=headers)
 
 
-def error(status: int, code: str, message: str, *, details: list[Any] | None = None,
-          headers: dict[str, str] | None = None) -> Response:
-    """``{"error": {"code", "message"[, "details"]}}``, the body of every error."""
+def error_body(code: str, message: str, details: list[Any] | None = None) -> bytes:
+    """``{"error": {"code", "message"[, "details"]}}``, the body of every error (the app's
+    and the server's own refusals alike)."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details:
         body["details"] = details
-    return json({"error": body}, status, headers)
+    return orjson.dumps({"error": body})
+
+
+def error(status: int, code: str, message: str, *, details: list[Any] | None = None,
+          headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(code, message, details), status_code=status,
+                    media_type="application/json", headers=headers)
 
 
 def _invalid(field: str, message: str) -> ValidationFailed:

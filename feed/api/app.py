@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -85,6 +87,9 @@ async def openapi(request: Request) -> Response:
 
 # --- errors: always the contract's body -------------------------------------------------
 
+# nginx's number for "the client closed the request": counted apart from server errors.
+CLIENT_CLOSED = 499
+
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -124,6 +129,13 @@ async def _too_large(request: Request, exc: Exception) -> Response:
 async def _feed_error(request: Request, exc: Exception) -> Response:
     log.error("request failed", extra={"path": request.url.path, "error": repr(exc)})
     return error(500, "internal_error", "The request could not be completed.")
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client went away mid-body (or was cut off by FEED_API_REQUEST_TIMEOUT): no
+    # server error, and no one to answer; the status is only what the metrics record.
+    log.debug("client disconnected", extra={"path": request.url.path})
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -166,7 +178,8 @@ class ReadGate:
 
 
 class MetricsMiddleware:
-    """Request latency histogram by route (the endpoint's name, never the raw path)."""
+    """Request latency histogram by route (the endpoint's name, never the raw path); a
+    request whose client left before its answer started is status 499, not 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -177,21 +190,56 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        answered = False
+        gone = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not answered:
+                gone = True
+            return message
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
+            if gone:
+                status = CLIENT_CLOSED
             endpoint = scope.get("endpoint")
             route = getattr(endpoint, "__name__", "unmatched")
             metrics.REQUEST_LATENCY.labels(route, scope["method"], str(status)).observe(
                 time.perf_counter() - started
             )
+
+
+_ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+
+
+class EncodedSlashes:
+    """Route on the path as sent: servers decode ``%2F`` into ``/`` before routing, which
+    would serve ``/v1/users/alice%2Ffeed`` as alice's feed. An encoded slash stays
+    encoded inside its segment, so the id holding it is refused (422) or no route matches
+    (404)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw: bytes | None = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and b"%" in raw:
+            # Some servers (and test transports) leave the query on raw_path.
+            path = raw.partition(b"?")[0].decode("latin-1")
+            if _ENCODED_SLASH.search(path):
+                decoded = "%2F".join(unquote(part) for part in _ENCODED_SLASH.split(path))
+                scope = {**scope, "path": decoded}
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -233,12 +281,14 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         InvalidCursor: _invalid_cursor,
         StorageUnavailable: _unavailable,
         routes.PayloadTooLarge: _too_large,
+        ClientDisconnect: _client_gone,
         FeedError: _feed_error,
         Exception: _unexpected,
     }
     app = Starlette(routes=route_list, exception_handlers=handlers, lifespan=lifespan)
     app.state.openapi = openapi_schema()
     app.add_middleware(AuthMiddleware, settings=settings)
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(MetricsMiddleware)
     return app
 

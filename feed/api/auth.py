@@ -1,42 +1,153 @@
-"""Bearer-token authentication (constant-time) and per-token rate limiting for /v1."""
+"""Bearer-token authentication (constant-time), failed-authentication limiting per client
+address, and per-token rate limiting for /v1."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import ipaddress
 import logging
 import math
 import time
+from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import Settings
-from feed import keys
+from feed import keys, metrics
 from feed.api._http import error
 from feed.cache import Cache
 from feed.errors import StorageUnavailable
 
-__all__ = ["AuthMiddleware"]
+__all__ = ["AuthMiddleware", "FailureLimiter", "client_address"]
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
+# The longest a failed authentication waits on the shared bucket before it is answered
+# 401 anyway: the limiter fails open rather than stall on an unreachable Redis.
+FAILURE_LIMIT_TIMEOUT_SECONDS = 0.25
+MAX_BLOCKED_ADDRESSES = 10_000  # bounds the per-process memory a flood of addresses costs
+
+# Generic cell rate algorithm with a burst. KEYS[1]; ARGV interval ms, burst, now ms.
+# Returns 0 when one more failure is allowed, else the milliseconds until it is.
+_FAILURE_BUCKET = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - now - burst * interval
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+return 0
+"""
+
+
+def client_address(scope: Scope) -> str:
+    """Who failed, for the limiter: the peer's address; an IPv6 peer by its /64, since one
+    host usually holds a whole /64 and could otherwise change address per attempt."""
+    client = scope.get("client")
+    host = str(client[0]) if client else ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class FailureLimiter:
+    """Failed authentications per client address: a bucket of ``per_minute`` failures,
+    refilled at that rate and shared by every API process through the cache Redis.
+
+    Once the bucket is empty the address is refused (429) until it refills, in this
+    process for valid tokens too: were only wrong tokens refused, a guess that hits
+    would still be told apart from the ones that miss, and guessing would go on at full
+    speed. Valid requests never touch Redis; the block is per process, so other
+    processes start refusing the address at its next failure there.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.burst = per_minute
+        self.interval_ms = 60_000 / per_minute
+        self._blocked: dict[str, float] = {}  # address -> monotonic time the block ends
+
+    def blocked_for(self, scope: Scope) -> float:
+        """Seconds this process still refuses the request's address (0: not refused)."""
+        if not self._blocked:  # the usual case: no address to work out
+            return 0.0
+        address = client_address(scope)
+        until = self._blocked.get(address)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._blocked[address]
+            return 0.0
+        return left
+
+    async def failed(self, cache: Cache, scope: Scope) -> float:
+        """Count one failure of the request's address; the seconds it is now refused for
+        (0: this failure was within its allowance, answer 401)."""
+        address = client_address(scope)
+        try:
+            async with asyncio.timeout(FAILURE_LIMIT_TIMEOUT_SECONDS):
+                reply: Any = cache.redis.eval(
+                    _FAILURE_BUCKET, 1, keys.auth_failures(address), str(self.interval_ms),
+                    str(self.burst), str(int(time.time() * 1000)),
+                )
+                wait_ms = await reply
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("failed-authentication limiter unavailable; answered 401",
+                        extra={"error": str(exc) or type(exc).__name__})
+            return 0.0
+        wait = int(wait_ms) / 1000
+        if wait > 0:
+            self._block(address, wait)
+        return wait
+
+    def _block(self, address: str, seconds: float) -> None:
+        now = time.monotonic()
+        if len(self._blocked) >= MAX_BLOCKED_ADDRESSES:
+            self._blocked = {a: t for a, t in self._blocked.items() if t > now}
+            while len(self._blocked) >= MAX_BLOCKED_ADDRESSES:  # the oldest blocks go first
+                del self._blocked[next(iter(self._blocked))]
+        self._blocked[address] = now + seconds
 
 
 class AuthMiddleware:
-    """Refuses /v1 requests without a valid ``Authorization: Bearer`` token (401), and
-    over-rate ones (429 with Retry-After) when FEED_RATE_LIMIT_PER_TOKEN is set."""
+    """Refuses /v1 requests without a valid ``Authorization: Bearer`` token (401), those
+    from an address past FEED_AUTH_FAILURES_PER_MINUTE failures (429 with Retry-After),
+    and over-rate ones (429 with Retry-After) when FEED_RATE_LIMIT_PER_TOKEN is set."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.tokens = [t.encode() for t in settings.api_tokens]
         self.rate = settings.rate_limit_per_token
+        per_minute = settings.auth_failures_per_minute
+        self.failures = FailureLimiter(per_minute) if per_minute > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
+        if self.failures is not None and (wait := self.failures.blocked_for(scope)):
+            await self._refuse_address(wait, scope, receive, send)
+            return
         token = self._token(scope)
         if token is None:
+            if self.failures is not None:
+                wait = await self.failures.failed(scope["app"].state.services.cache, scope)
+                if wait:
+                    await self._refuse_address(wait, scope, receive, send)
+                    return
+            metrics.AUTH_FAILURES.labels("unauthorized").inc()
             response = error(401, "unauthorized", "A valid bearer token is required.",
                              headers={"WWW-Authenticate": "Bearer"})
             await response(scope, receive, send)
@@ -51,6 +162,16 @@ class AuthMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _refuse_address(wait: float, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.AUTH_FAILURES.labels("rate_limited").inc()
+        response = error(
+            429, "rate_limited",
+            "Too many failed authentications from this address; try again later.",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+        await response(scope, receive, send)
 
     def _token(self, scope: Scope) -> bytes | None:
         header = b""

@@ -8,7 +8,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from feed.api._http import json, path_id, query_bool, query_cursor, query_limit
+from feed.api._http import error, json, path_id, query_bool, query_cursor, query_limit
 from feed.errors import ValidationFailed
 from feed.events import MAX_BATCH
 from feed.publisher import EventPublisher
@@ -90,6 +90,15 @@ async def recommend_koos(request: Request) -> Response:
 
 
 async def post_events(request: Request) -> Response:
+    codings = [c.strip().lower() for value in request.headers.getlist("content-encoding")
+               for c in value.split(",") if c.strip()]
+    if any(c != "identity" for c in codings):
+        # A body in a coding we do not decode is not the body its sender meant: never
+        # read it as-is. Accept-Encoding names the coding we take (RFC 7694).
+        shown = ", ".join(codings)[:100]
+        return error(415, "unsupported_media_type",
+                     f"Content-Encoding {shown} is not supported; send the body uncompressed.",
+                     headers={"Accept-Encoding": "identity"})
     body = await _read_body(request)
     try:
         payload: Any = orjson.loads(body)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 from typing import Any
 
 import orjson
 
 from config.tables import DEAD_LETTERS, LEDGER
-from feed.errors import ConditionFailed
+from feed.errors import ConditionFailed, Unapplicable
+from feed.events import event_digest
+from feed.store._codec import values
 from feed.store._dynamo import Dynamo
 
-__all__ = ["DeadLetters", "Ledger"]
+__all__ = ["EVENT_ID_REUSED", "DeadLetters", "Ledger"]
+
+log = logging.getLogger(__name__)
+
+EVENT_ID_REUSED = "event_id_reused"  # the dead-letter reason of a reused event_id
 
 # Well under DynamoDB's 400 KB item limit even in 4-byte characters.
 MAX_PAYLOAD_CHARS = 32 * 1024
@@ -19,7 +27,11 @@ MAX_PAYLOAD_CHARS = 32 * 1024
 
 class Ledger:
     """Which events have been applied, kept ``ledger_ttl_days`` (replays older than that
-    still change nothing: every write is also idempotent by key and version)."""
+    still change nothing: every write is also idempotent by key and version).
+
+    Each entry holds the event's digest (:func:`feed.events.event_digest`), so a later
+    event under the same ``event_id`` can be told apart: the same content is a replay,
+    different content a reused id."""
 
     def __init__(self, db: Dynamo) -> None:
         self.db = db
@@ -29,6 +41,7 @@ class Ledger:
         return {
             "event_id": event["event_id"],
             "type": event["type"],
+            "digest": event_digest(event),
             "outcome": outcome,
             "applied_at": now,
             "expires_at": now + self.db.settings.ledger_ttl_days * 86_400,
@@ -53,6 +66,39 @@ class Ledger:
         except ConditionFailed:
             return False
         return True
+
+    async def refuse_reused_id(self, event: dict[str, Any]) -> None:
+        """Raise Unapplicable (``event_id_reused``) if the entry under this event's id
+        records a different event (one GetItem). An entry without a digest (written
+        before digests were kept), or none at all, cannot tell: no error."""
+        item = await self.db.get(LEDGER, {"event_id": event["event_id"]}, consistent=True,
+                                 attributes=["digest"])
+        recorded = (item or {}).get("digest")
+        if isinstance(recorded, str) and recorded != event_digest(event):
+            log.warning("event_id reused by a different event",
+                        extra={"event_id": event["event_id"], "type": event["type"]})
+            raise Unapplicable(EVENT_ID_REUSED)
+
+    async def claim(self, event: dict[str, Any]) -> bool:
+        """Record an event before writes that cannot join its ledger transaction: True if
+        it is new, False for a replay (whose idempotent writes then run again: a crash may
+        have come between the claim and the writes); a reused id raises Unapplicable."""
+        if await self.record(event, "applied"):
+            return True
+        await self.refuse_reused_id(event)
+        return False
+
+    async def set_outcome(self, event: dict[str, Any], outcome: str) -> None:
+        """Correct the outcome of an entry recorded before its writes ran; only the entry
+        of this very event (same digest) is changed."""
+        # A failed condition means another event's entry (a reused id) or none (expired):
+        # nothing of ours to correct.
+        with contextlib.suppress(ConditionFailed):
+            await self.db.update(
+                LEDGER, {"event_id": event["event_id"]}, "SET #o = :o", condition="#d = :d",
+                names={"#o": "outcome", "#d": "digest"},
+                values=values(o=outcome, d=event_digest(event)),
+            )
 
 
 class DeadLetters:

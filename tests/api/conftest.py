@@ -60,6 +60,17 @@ class StorageTouched(RuntimeError):
 def storage_guard(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Make every DynamoDB call and every Redis connection (cache and queue) fail loudly;
     returns the list of what was attempted, so a test can assert it stayed empty."""
+    return _guard(services, monkeypatch, cache=True)
+
+
+@pytest.fixture
+def data_guard(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """:func:`storage_guard` for DynamoDB and the queue only: the cache Redis stays usable,
+    since a failed authentication is counted there (per client address)."""
+    return _guard(services, monkeypatch, cache=False)
+
+
+def _guard(services: Services, monkeypatch: pytest.MonkeyPatch, *, cache: bool) -> list[str]:
     touched: list[str] = []
 
     async def dynamo_call(operation: str, **request: Any) -> dict[str, Any]:
@@ -74,8 +85,9 @@ def storage_guard(services: Services, monkeypatch: pytest.MonkeyPatch) -> list[s
         return get_connection
 
     monkeypatch.setattr(services.stores.db, "call", dynamo_call)
-    monkeypatch.setattr(services.cache.redis.connection_pool, "get_connection",
-                        redis_guard("cache"))
+    if cache:
+        monkeypatch.setattr(services.cache.redis.connection_pool, "get_connection",
+                            redis_guard("cache"))
     monkeypatch.setattr(services.queue_redis.connection_pool, "get_connection",
                         redis_guard("queue"))
     return touched

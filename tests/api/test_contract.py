@@ -154,7 +154,7 @@ def all_v1_requests(user: str, koo_id: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("headers", list(BAD_AUTH.values()), ids=list(BAD_AUTH))
 async def test_every_v1_route_refuses_without_a_valid_bearer_token(
-    anon: httpx.AsyncClient, storage_guard: list[str], headers: dict[str, str]
+    anon: httpx.AsyncClient, data_guard: list[str], headers: dict[str, str]
 ) -> None:
     body = {"events": [signup(uid())]}
     for method, path in all_v1_requests(uid(), uid("k")):
@@ -162,7 +162,9 @@ async def test_every_v1_route_refuses_without_a_valid_bearer_token(
                                json=body if method == "POST" else None)
         assert_error(r, 401, "unauthorized")
         assert r.headers.get("www-authenticate", "").lower().startswith("bearer"), path
-    assert storage_guard == []  # refused before anything was read or enqueued
+    # Refused before anything was read or enqueued (the failures were only counted, in
+    # the cache Redis).
+    assert data_guard == []
 
 
 async def test_auth_comes_before_validation(anon: httpx.AsyncClient) -> None:
@@ -540,12 +542,11 @@ async def test_tampered_cursors_are_400_invalid_cursor(client: httpx.AsyncClient
                                                        world: World) -> None:
     for url, limit in paged_urls(world).values():
         cursor = await first_cursor(client, url, limit)
-        body, _, tag = cursor.partition(".")
         tampered = {
-            flip(cursor, 0), flip(cursor, len(body) // 2), flip(cursor, len(body) + 1),
-            flip(cursor, len(cursor) - 2), cursor[:-3], cursor + "AAAA", body, "." + tag,
-            body + "." + tag + ".x", "garbage", "!!!.###", "ü.ü", "x" * 3000,
-            base64.urlsafe_b64encode(b'{"s":"feed"}').decode().rstrip("=") + "." + tag,
+            flip(cursor, 0), flip(cursor, 5), flip(cursor, len(cursor) // 2),
+            flip(cursor, len(cursor) - 2), cursor[:-3], cursor + "AAAA", cursor[4:],
+            "." + cursor, cursor + ".x", "garbage", "!!!.###", "ü.ü", "x" * 3000,
+            base64.urlsafe_b64encode(b'{"s":"feed"}').decode().rstrip("="),
         }
         for bad in tampered:
             r = await client.get(url, params={"limit": limit, "cursor": bad})
