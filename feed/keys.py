@@ -133,9 +133,11 @@ def auth_failures(address: str) -> str:
 # --- Redis: job ids (arq _job_id) -----------------------------------------------------
 
 
-def event_job(event_id: str) -> str:
-    """arq job id of one event: a second enqueue of the same event is a no-op."""
-    return f"ev:{event_id}"
+def event_job(event_id: str, digest: str) -> str:
+    """arq job id of one event: a second enqueue of the same event is a no-op, while a
+    different event under a used ``event_id`` (another ``digest``) still reaches a
+    worker, which dead-letters it as ``event_id_reused``."""
+    return f"ev:{event_id}:{digest[:16]}"
 
 
 def fanout_job(koo_id: str, attempt: int = 0) -> str:

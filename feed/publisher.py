@@ -14,8 +14,9 @@ Example, from any Python service that can reach the queue's Redis::
 ``publish`` validates the whole batch first and enqueues nothing if any
 event is invalid (raising :class:`feed.errors.ValidationFailed` with one
 error per bad index). Each event becomes one arq job whose id is derived
-from its ``event_id``, serialized as JSON: publishing the same event again is
-harmless.
+from its ``event_id`` and its content's digest, serialized as JSON: publishing
+the same event again is harmless, and a different event under a used id still
+reaches a worker, which dead-letters it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from config.settings import Settings
 from feed import keys
-from feed.events import validate_batch, validate_event
+from feed.events import event_digest, validate_batch, validate_event
 from feed.jobs import REALTIME, JobQueue
 
 __all__ = ["APPLY_EVENT", "EventPublisher", "connect_publisher"]
@@ -55,9 +56,8 @@ class EventPublisher:
 
         async def one(event: dict[str, Any]) -> None:
             async with semaphore:
-                await self.jobs.enqueue(
-                    APPLY_EVENT, event, job_id=keys.event_job(event["event_id"]), queue=REALTIME
-                )
+                job_id = keys.event_job(event["event_id"], event_digest(event))
+                await self.jobs.enqueue(APPLY_EVENT, event, job_id=job_id, queue=REALTIME)
 
         await asyncio.gather(*(one(e) for e in events))
 

@@ -7,10 +7,18 @@ import time
 import uuid
 from typing import Any
 
+from feed import keys
+from feed.events import event_digest, validate_event
 from feed.services import Services
 from workers.settings import run_workers
 
 _clock = itertools.count(int(time.time() * 1000) - 3_600_000)
+
+
+def event_job(raw: dict[str, Any]) -> str:
+    """The arq job id the publisher gives this (valid) event."""
+    valid = validate_event(raw)
+    return keys.event_job(valid["event_id"], event_digest(valid))
 
 
 def now_ms() -> int:

@@ -16,7 +16,7 @@ from feed import keys
 from feed.events import event_digest, validate_event
 from feed.services import Services
 from tests.conftest import uid
-from tests.helpers import event, follow, koo, now_ms, react, signup
+from tests.helpers import apply_all, event, event_job, follow, koo, now_ms, react, signup
 from workers.events import apply_event
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +26,7 @@ REUSED = "event_id_reused"
 
 async def run_job(services: Services, raw: dict[str, Any]) -> str:
     """One apply_event job, as the worker runs it (first try)."""
-    ctx = {"services": services, "job_try": 1, "job_id": keys.event_job(raw["event_id"])}
+    ctx = {"services": services, "job_try": 1, "job_id": event_job(raw)}
     return await apply_event(ctx, raw)
 
 
@@ -243,3 +243,19 @@ async def test_claimed_events_record_their_real_outcome(services: Services) -> N
     outcomes = [(await ledger_entry(services, e["event_id"]) or {}).get("outcome")
                 for e in (older, not_author)]
     assert outcomes == ["noop", "dead-lettered"]
+
+
+async def test_a_reused_id_published_right_after_the_first_still_reaches_a_worker(
+    services: Services,
+) -> None:
+    """The queue keeps a job's id for a while after it ran; were the id the event_id
+    alone, a different event published under it meanwhile would be dropped at enqueue,
+    never dead-lettered. The same event published twice is still one job."""
+    author = uid("a")
+    original = signup(author)
+    impostor = signup(uid("b"), event_id=original["event_id"])
+    await apply_all(services, original)
+    await services.publisher.publish([original])  # a producer's retry: a no-op
+    await apply_all(services, impostor)
+    assert await reason_of(services, impostor["event_id"]) == REUSED
+    assert await services.stores.users.get(impostor["user_id"]) is None

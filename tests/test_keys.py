@@ -140,7 +140,7 @@ def test_token_digest() -> None:
 
 
 def test_job_ids() -> None:
-    assert keys.event_job("e1") == "ev:e1"
+    assert keys.event_job("e1", "0123456789abcdef0123") == "ev:e1:0123456789abcdef"
     assert keys.fanout_job("k1") == "fanout:k1:0"
     assert keys.fanout_job("k1", 2) == "fanout:k1:2"
     assert keys.fanout_chunk_job("k1", "abc-10") == "fanout:k1:chunk:abc-10"

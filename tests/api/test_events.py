@@ -23,7 +23,7 @@ from feed.metrics import EVENTS_APPLIED
 from feed.services import Services
 from tests.api.conftest import assert_error, discard, queued
 from tests.conftest import uid
-from tests.helpers import apply_all, drain, event, follow, koo, signup, unfollow
+from tests.helpers import apply_all, drain, event, event_job, follow, koo, signup, unfollow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -231,7 +231,7 @@ async def test_the_same_event_posted_twice_is_queued_once(client: httpx.AsyncCli
     assert r.status_code == 202, r.text
     assert await queued(services, [ev]) == 1
     jobs = await services.queue_redis.zrange(keys.QUEUE_REALTIME, 0, -1)
-    assert jobs.count(keys.event_job(ev["event_id"]).encode()) == 1
+    assert jobs.count(event_job(ev).encode()) == 1
     await discard(services, [ev])
 
 
@@ -267,7 +267,7 @@ async def test_the_same_event_posted_again_later_changes_nothing(
     # trace of the jobs (so the workers run them again and only the ledger stops them).
     await post_and_drain(like, liked_follow)
     for ev in (like, liked_follow):
-        job = keys.event_job(ev["event_id"])
+        job = event_job(ev)
         await services.queue_redis.delete(
             *(prefix + job for prefix in (job_key_prefix, result_key_prefix,
                                           in_progress_key_prefix, retry_key_prefix)))

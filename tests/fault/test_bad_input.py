@@ -25,7 +25,7 @@ from feed import keys
 from feed.api.app import create_app
 from feed.services import Services, open_services
 from tests.conftest import uid
-from tests.helpers import apply_all, drain, event, follow, koo, react, signup
+from tests.helpers import apply_all, drain, event, event_job, follow, koo, react, signup
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
 
@@ -54,7 +54,7 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 async def on_queue(services: Services, events: list[dict[str, Any]]) -> int:
-    ids = [keys.event_job(e["event_id"]) for e in events]
+    ids = [event_job(e) for e in events]
     scores = await services.queue_redis.zmscore(keys.QUEUE_REALTIME, ids)
     return sum(s is not None for s in scores)
 
@@ -108,7 +108,7 @@ async def test_a_1_mb_unknown_field_never_reaches_the_queue_or_dynamodb(
     ev = {**koo(koo_id, author), "attachment": "y" * MB}
     r = await client.post("/v1/events", json={"events": [signup(author), ev]})
     assert r.status_code == 202, r.text
-    job = await services.queue_redis.get(job_key_prefix + keys.event_job(ev["event_id"]))
+    job = await services.queue_redis.get(job_key_prefix + event_job(ev))
     assert job is not None
     assert len(job) < 4096
     assert b"yyyy" not in job

@@ -32,7 +32,7 @@ from feed.models import User
 from feed.services import Services, open_services
 from tests.conftest import uid
 from tests.fault._procs import RedisServer, scrape_metric, spawn_worker, stop_process, tail
-from tests.helpers import koo, now_ms
+from tests.helpers import event_job, koo, now_ms
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -68,6 +68,7 @@ class Producers:
         self.stop = asyncio.Event()
         self.acknowledged: list[str] = []
         self.event_of: dict[str, str] = {}
+        self.job_of: dict[str, str] = {}
         self.statuses: Counter[str] = Counter()
 
     async def loop(self) -> None:
@@ -84,6 +85,7 @@ class Producers:
                 assert reply.json() == {"accepted": KOOS_PER_REQUEST}
                 self.acknowledged += [e["koo_id"] for e in batch]
                 self.event_of.update((e["koo_id"], e["event_id"]) for e in batch)
+                self.job_of.update((e["koo_id"], event_job(e)) for e in batch)
             await asyncio.sleep(PAUSE_SECONDS)
 
     async def until_acknowledged(self, more: int, within: float = 30) -> None:
@@ -114,7 +116,7 @@ async def _whereabouts(services: Services, readers: list[str], producers: Produc
     redis = services.queue_redis
     out: list[object] = []
     for koo_id in missing[:10]:
-        job = keys.event_job(producers.event_of[koo_id])
+        job = producers.job_of[koo_id]
         out.append((koo_id, await redis.zscore(keys.QUEUE_REALTIME, job),
                     await redis.pttl(job_key_prefix + job),
                     await redis.pttl(in_progress_key_prefix + job),

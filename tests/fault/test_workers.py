@@ -26,7 +26,7 @@ from feed.publisher import APPLY_EVENT
 from feed.services import Services
 from tests.conftest import uid
 from tests.fault._procs import scrape_metric, spawn_worker, stop_process, tail
-from tests.helpers import drain, follow, koo, now_ms, react
+from tests.helpers import drain, event_job, follow, koo, now_ms, react
 
 pytestmark = pytest.mark.fault
 
@@ -259,9 +259,9 @@ async def test_same_event_100_times_at_once_then_after_result_expired(
     # While arq keeps the result, a re-enqueue is refused outright.
     for e in everything:
         assert not await services.jobs.enqueue(APPLY_EVENT, e,
-                                               job_id=keys.event_job(e["event_id"]))
+                                               job_id=event_job(e))
     # Then the result expires: arq forgets the job id.
-    results = [result_key_prefix + keys.event_job(e["event_id"]) for e in everything]
+    results = [result_key_prefix + event_job(e) for e in everything]
     assert await services.queue_redis.delete(*results) == len(everything)
 
     await _publish_copies(services, everything)
