@@ -8,6 +8,8 @@
 Options: ``--events N`` (events per type; default 1,000, --quick 200), ``--followers N``
 (followers of each koo author, so a koo_created fans out to N timelines; default 10),
 ``--clients direct,aioboto3`` (the data-plane clients to compare, in that order),
+``--baseline-tree PATH`` (also run the workers of another checkout of the code, e.g. an
+earlier release, on its default client: the "before" column, in the same run),
 ``--dynamodb-endpoint URL`` (default http://127.0.0.1:8766), ``--redis-url`` (the
 queue's database) and ``--cache-redis-url`` (the cache's; defaults
 redis://127.0.0.1:6379/6 and /7: **both flushed** at the start and the end; database 0
@@ -58,6 +60,7 @@ from config.settings import Settings
 from feed.services import open_services
 from feed.store import create_tables, open_dynamo
 
+BASELINE = "baseline"
 PHASES = ("user_signed_up", "user_followed", "koo_created", "reaction_added",
           "reaction_removed", "user_unfollowed", "user_blocked", "user_unblocked",
           "user_muted", "user_unmuted", "koo_deleted")
@@ -112,8 +115,9 @@ def events_of(kind: str, world: World, n: int, at: int) -> list[dict[str, Any]]:
     return [builders[kind](i) for i in range(n)]
 
 
-def worker_cpu(settings: Settings, client: str) -> float:
-    """Run one `feed worker --burst` until the queues are empty; its CPU seconds."""
+def worker_cpu(settings: Settings, client: str, tree: str | None = None) -> float:
+    """Run one `feed worker --burst` until the queues are empty; its CPU seconds.
+    ``tree``: the checkout whose code the worker runs (None: this one)."""
     env = {**os.environ,
            "FEED_REDIS_URL": settings.redis_url,
            "FEED_CACHE_REDIS_URL": settings.cache_redis_url,
@@ -122,6 +126,9 @@ def worker_cpu(settings: Settings, client: str) -> float:
            "FEED_DYNAMODB_CLIENT": client,
            "FEED_WORKER_METRICS_PORT": "0",
            "FEED_LOG_LEVEL": "WARNING"}
+    if tree is not None:
+        env["PYTHONPATH"] = tree
+        del env["FEED_DYNAMODB_CLIENT"]  # an earlier release may not know the setting
     child = subprocess.Popen([sys.executable, "-m", "feed.cli", "worker", "--burst"],
                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
@@ -131,13 +138,14 @@ def worker_cpu(settings: Settings, client: str) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_client(base: Settings, client: str, n: int, followers: int
-                     ) -> dict[str, tuple[float, float]]:
+async def run_client(base: Settings, client: str, n: int, followers: int,
+                     tree: str | None = None) -> dict[str, tuple[float, float]]:
     """Per phase: (events, worker CPU seconds net of start-up)."""
-    settings = base.replace(table_prefix=f"ev{uuid.uuid4().hex[:6]}_", dynamodb_client=client)
+    settings = base.replace(table_prefix=f"ev{uuid.uuid4().hex[:6]}_",
+                            dynamodb_client="aioboto3" if tree else client)
     async with open_dynamo(settings) as db:
         await create_tables(db)
-    idle = statistics.median(worker_cpu(settings, client) for _ in range(3))
+    idle = statistics.median(worker_cpu(settings, client, tree) for _ in range(3))
     users = [f"bu{uuid.uuid4().hex[:10]}" for _ in range(n)]
     world = World(users=users, followers=followers,
                   koos=[f"bk{uuid.uuid4().hex[:10]}" for _ in range(n)],
@@ -149,7 +157,7 @@ async def run_client(base: Settings, client: str, n: int, followers: int
             for start in range(0, len(events), 500):
                 await services.publisher.publish(events[start:start + 500])
             with progress(f"{client}: {n} {kind}"):
-                cpu = await asyncio.to_thread(worker_cpu, settings, client)
+                cpu = await asyncio.to_thread(worker_cpu, settings, client, tree)
             results[kind] = (float(n), max(cpu - idle, 1e-9))
     return results
 
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int)
     parser.add_argument("--followers", type=int, default=10)
     parser.add_argument("--clients", default="direct,aioboto3")
+    parser.add_argument("--baseline-tree", help="another checkout whose workers to measure too")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dynamodb-endpoint", default="http://127.0.0.1:8766")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/6")
@@ -168,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     check_flushable_dbs(parser, args, "redis_url", "cache_redis_url")
     n = args.events or (200 if args.quick else 1_000)
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    if args.baseline_tree:
+        clients.append(BASELINE)
     return asyncio.run(_run(args, n, clients))
 
 
@@ -184,7 +195,8 @@ async def _run(args: argparse.Namespace, n: int, clients: list[str]) -> int:
                 flush = Redis.from_url(url)
                 await flush.flushdb()
                 await flush.aclose()
-            measured[client] = await run_client(base, client, n, args.followers)
+            tree = args.baseline_tree if client == BASELINE else None
+            measured[client] = await run_client(base, client, n, args.followers, tree)
     finally:
         for url in (args.redis_url, args.cache_redis_url):
             flush = Redis.from_url(url)
@@ -192,22 +204,25 @@ async def _run(args: argparse.Namespace, n: int, clients: list[str]) -> int:
             await flush.aclose()
         await redis.aclose()
     rows, figures, targets = [], {}, []
+    before = BASELINE if BASELINE in clients else "aioboto3"
     for kind in PHASES:
         rates = {c: measured[c][kind][0] / measured[c][kind][1] for c in clients}
         row = [kind, *(fmt_int(rates[c]) for c in clients)]
         for c in clients:
             figures[f"{kind}.{c}.events_per_cpu_s"] = rates[c]
-        if "direct" in rates and "aioboto3" in rates:
-            ratio = rates["direct"] / rates["aioboto3"]
+        if "direct" in rates and before in rates:
+            ratio = rates["direct"] / rates[before]
             row.append(f"{ratio:.2f}x")
-            figures[f"{kind}.direct_over_aioboto3"] = ratio
+            figures[f"{kind}.direct_over_{before}"] = ratio
         rows.append(row)
-    headers = ["event type", *(f"{c} (events/CPU-s)" for c in clients)]
-    if "direct" in clients and "aioboto3" in clients:
-        headers.append("direct / aioboto3")
-        worst = min(figures[f"{k}.direct_over_aioboto3"] for k in PHASES)
-        targets.append(target("events applied per worker CPU-second: 2x aioboto3's, "
-                              "every event type", f"worst {worst:.2f}x", worst >= 2.0))
+    label = {BASELINE: f"before ({_revision(args.baseline_tree)}, aioboto3)"}
+    headers = ["event type", *(f"{label.get(c, c)} (events/CPU-s)" for c in clients)]
+    if "direct" in clients and before in clients:
+        headers.append(f"direct / {label.get(before, before)}")
+        worst = min(figures[f"{k}.direct_over_{before}"] for k in PHASES)
+        name = label.get(before, before)
+        targets.append(target(f"events applied per worker CPU-second: 2x {name}'s, every "
+                              "event type", f"worst {worst:.2f}x", worst >= 2.0))
     markdown = "\n".join([
         "## Events applied per worker CPU-second", "",
         markdown_table(["", ""], [[k, v] for k, v in env.items()]), "",
@@ -221,6 +236,14 @@ async def _run(args: argparse.Namespace, n: int, clients: list[str]) -> int:
             "events", "Events applied per worker CPU-second", command_line(), env, markdown,
             figures, targets=targets, elapsed_s=time.monotonic() - started))
     return 0
+
+
+def _revision(tree: str | None) -> str:
+    if not tree:
+        return "?"
+    found = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, check=False)
+    return found.stdout.strip() or "?"
 
 
 if __name__ == "__main__":
