@@ -127,10 +127,11 @@ def worker_cpu(settings: Settings, client: str, tree: str | None = None) -> floa
            "FEED_WORKER_METRICS_PORT": "0",
            "FEED_LOG_LEVEL": "WARNING"}
     if tree is not None:
+        # Run from the tree too: `python -m` puts the working directory first on the path.
         env["PYTHONPATH"] = tree
         del env["FEED_DYNAMODB_CLIENT"]  # an earlier release may not know the setting
     child = subprocess.Popen([sys.executable, "-m", "feed.cli", "worker", "--burst"],
-                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+                             env=env, cwd=tree or ROOT, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
