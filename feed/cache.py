@@ -125,10 +125,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# Generic cell rate algorithm: one bucket per token. KEYS[1]; ARGV rate/s, burst, now ms.
-# Returns 0 when allowed, else the milliseconds to wait.
+# Generic cell rate algorithm, one bucket per key (the API's per-token rate limit and its
+# per-address failed-authentication limit). KEYS[1]; ARGV interval between requests in
+# ms, burst, now ms. Returns 0 when allowed, else the milliseconds to wait.
 _TAKE_TOKEN = """
-local interval = 1000 / tonumber(ARGV[1])
+local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
@@ -751,11 +752,12 @@ class Cache:
 
     # --- rate limiting ----------------------------------------------------------------
 
-    async def take_token(self, key: str, *, rate: float, now_ms: float) -> float:
-        """Seconds to wait before the next request on this bucket (0: go ahead)."""
-        burst = max(1.0, rate)
+    async def take_token(self, key: str, *, interval_ms: float, burst: float,
+                         now_ms: float) -> float:
+        """Seconds to wait before the next request on this bucket (0: go ahead): one
+        request per ``interval_ms``, ``burst`` at once."""
         (wait_ms,) = await self._guard(
-            self._run_many("take_token", [((key,), (rate, burst, int(now_ms)))])
+            self._run_many("take_token", [((key,), (interval_ms, burst, int(now_ms)))])
         )
         return int(wait_ms) / 1000
 

@@ -9,9 +9,7 @@ import ipaddress
 import logging
 import math
 import time
-from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config.settings import Settings
@@ -29,22 +27,6 @@ PROTECTED_PREFIX = "/v1/"
 # 401 anyway: the limiter fails open rather than stall on an unreachable Redis.
 FAILURE_LIMIT_TIMEOUT_SECONDS = 0.25
 MAX_BLOCKED_ADDRESSES = 10_000  # bounds the per-process memory a flood of addresses costs
-
-# Generic cell rate algorithm with a burst. KEYS[1]; ARGV interval ms, burst, now ms.
-# Returns 0 when one more failure is allowed, else the milliseconds until it is.
-_FAILURE_BUCKET = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - now - burst * interval
-if wait > 0 then return math.ceil(wait) end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now) + 1000)
-return 0
-"""
-
 
 def client_address(scope: Scope) -> str:
     """Who failed, for the limiter: the peer's address; an IPv6 peer by its /64, since one
@@ -98,16 +80,14 @@ class FailureLimiter:
         address = client_address(scope)
         try:
             async with asyncio.timeout(FAILURE_LIMIT_TIMEOUT_SECONDS):
-                reply: Any = cache.redis.eval(
-                    _FAILURE_BUCKET, 1, keys.auth_failures(address), str(self.interval_ms),
-                    str(self.burst), str(int(time.time() * 1000)),
+                wait = await cache.take_token(
+                    keys.auth_failures(address), interval_ms=self.interval_ms,
+                    burst=self.burst, now_ms=time.time() * 1000,
                 )
-                wait_ms = await reply
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (StorageUnavailable, TimeoutError) as exc:
             log.warning("failed-authentication limiter unavailable; answered 401",
                         extra={"error": str(exc) or type(exc).__name__})
             return 0.0
-        wait = int(wait_ms) / 1000
         if wait > 0:
             self._block(address, wait)
         return wait
@@ -193,7 +173,8 @@ class AuthMiddleware:
         """Seconds to wait, or 0 if the request may go ahead."""
         try:
             return await cache.take_token(
-                keys.rate_limit(keys.token_digest(token.decode())), rate=self.rate,
+                keys.rate_limit(keys.token_digest(token.decode())),
+                interval_ms=1000 / self.rate, burst=max(1.0, self.rate),
                 now_ms=time.time() * 1000,
             )
         except StorageUnavailable as exc:

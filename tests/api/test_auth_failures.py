@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from feed import keys
 from feed.api.app import create_app
 from feed.api.auth import FAILURE_LIMIT_TIMEOUT_SECONDS, client_address
+from feed.errors import StorageUnavailable
 from feed.services import Services
 from tests.api.conftest import AUTH, assert_error
 from tests.conftest import uid
@@ -152,15 +153,14 @@ async def test_an_unreachable_redis_fails_open_within_a_short_bound(
 ) -> None:
     """Pass: with the cache Redis hanging or refusing, failures are still answered 401,
     each within the limiter's bound (plus slack), and the app logs why."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
     async def hang(*args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(30)
 
     async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise RedisConnectionError("Connection refused")
+        # What the cache makes of a refused connection.
+        raise StorageUnavailable("redis: Connection refused", "ConnectionError")
 
-    monkeypatch.setattr(services.cache.redis, "eval", hang if failure == "hangs" else refuse)
+    monkeypatch.setattr(services.cache, "take_token", hang if failure == "hangs" else refuse)
     caplog.set_level(logging.WARNING, logger="feed.api.auth")
     async with running(app_with(services, 1)) as app, client_of(app) as client:
         for _ in range(3):
