@@ -33,6 +33,8 @@ TRENDING_TTL_SECONDS = 600  # ... and served meanwhile for up to this long
 TRENDING_LOCK_SECONDS = 30
 TRENDING_FIRST = 50  # trending koos read first for a page's recommendations
 TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
+SAMPLE_PER_AUTHOR = 50  # ... of which at most this many by any one author
+TRENDING_PAGES = 4  # pages of TRENDING_SAMPLE read at most to fill the sample
 FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
 
 
@@ -280,16 +282,38 @@ class Reader:
             if not taken:
                 return []  # another process is refreshing it
         days = await asyncio.gather(*(
-            self.stores.koos.recent_in_lang(lang, day, limit=TRENDING_SAMPLE)
-            for day in (now_ms, now_ms - 86_400_000)
+            self._trending_sample(lang, day) for day in (now_ms, now_ms - 86_400_000)
         ))
-        ids = [koo_id for day in days for koo_id in day]
-        bodies = await self.manager.koos(ids)
-        scored = recommend.trending(bodies.values(), now_ms=now_ms)[:TRENDING_SAMPLE]
+        bodies = [koo for day in days for koo in day]
+        scored = recommend.trending(bodies, now_ms=now_ms)[:TRENDING_SAMPLE]
         with contextlib.suppress(StorageUnavailable):
             await self.cache.store_trending(lang, scored, ttl=TRENDING_TTL_SECONDS,
                                             computed_ms=now_ms)
         return scored
+
+    async def _trending_sample(self, lang: str, day_ms: int) -> list[Koo]:
+        """The day's newest live koos in a language, at most SAMPLE_PER_AUTHOR of any one
+        author: a burst of koos by one author would otherwise be the whole sample, so
+        the reading goes on (a bounded number of pages) past what one author filled."""
+        kept: list[Koo] = []
+        per_author: dict[str, int] = {}
+        before: str | None = None
+        for _ in range(TRENDING_PAGES):
+            page = await self.stores.koos.recent_in_lang(lang, day_ms, limit=TRENDING_SAMPLE,
+                                                         before=before)
+            bodies = await self.manager.koos([koo_id for koo_id, _ in page])
+            for koo_id, _ in page:
+                koo = bodies.get(koo_id)
+                if koo is None or koo.deleted:
+                    continue
+                count = per_author.get(koo.author_id, 0)
+                if count < SAMPLE_PER_AUTHOR:
+                    per_author[koo.author_id] = count + 1
+                    kept.append(koo)
+            if len(page) < TRENDING_SAMPLE or len(kept) >= TRENDING_SAMPLE:
+                break
+            before = page[-1][1]
+        return kept
 
     async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
         """Trending koos in one language with their bodies, best first."""

@@ -29,6 +29,10 @@ MS_PER_HOUR = 3_600_000
 TRENDING_GRAVITY = 1.5
 MUTUAL_WEIGHT = 1.0
 POPULAR_WEIGHT = 0.25
+# Fairness: one prolific author cannot fill a language's trending list, nor a reader's
+# recommended koos.
+TRENDING_PER_AUTHOR = 3
+RECOMMENDED_PER_AUTHOR = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +87,20 @@ def recommend_follows(
     return [UserPick(user, score, reason) for user, (score, reason) in ordered[:limit]]
 
 
-def trending(koos: Iterable[Koo], *, now_ms: int) -> list[tuple[str, float]]:
-    """(koo_id, score) best first: engagement over age, like a link aggregator's front page."""
-    scored: list[tuple[str, float]] = []
+def trending(
+    koos: Iterable[Koo], *, now_ms: int, per_author: int = TRENDING_PER_AUTHOR,
+) -> list[tuple[str, float]]:
+    """(koo_id, score) best first: engagement over age, like a link aggregator's front
+    page; at most ``per_author`` koos of any one author (their best)."""
+    scored: list[tuple[str, float, str]] = []
     for koo in koos:
         if koo.deleted:
             continue
         age_hours = max(0.0, (now_ms - koo.created_at) / MS_PER_HOUR)
         score = (1 + engagement_of(koo)) / (age_hours + 2) ** TRENDING_GRAVITY
-        scored.append((koo.koo_id, score))
+        scored.append((koo.koo_id, score, koo.author_id))
     scored.sort(key=lambda kv: (-kv[1], kv[0]))
-    return scored
+    return [(koo_id, score) for koo_id, score, _ in _capped(scored, per_author)]
 
 
 def recommend_koos(
@@ -103,14 +110,31 @@ def recommend_koos(
     following: Iterable[str],
     excluded: Iterable[str],
     limit: int,
+    per_author: int = RECOMMENDED_PER_AUTHOR,
 ) -> list[KooPick]:
-    """Trending koos the reader would not otherwise see, best first."""
+    """Trending koos the reader would not otherwise see, best first; at most
+    ``per_author`` of any one author."""
     banned = set(following) | set(excluded) | {reader}
     picks: list[KooPick] = []
+    taken: dict[str, int] = {}
     for koo, score in trending_koos:
-        if koo.deleted or koo.author_id in banned:
+        if koo.deleted or koo.author_id in banned or taken.get(koo.author_id, 0) >= per_author:
             continue
+        taken[koo.author_id] = taken.get(koo.author_id, 0) + 1
         picks.append(KooPick(koo.koo_id, score, f"trending in {koo.lang}"))
         if len(picks) >= limit:
             break
     return picks
+
+
+def _capped(scored: Sequence[tuple[str, float, str]], per_author: int
+            ) -> list[tuple[str, float, str]]:
+    """``scored`` in order, without an author's entries past their first ``per_author``."""
+    taken: dict[str, int] = {}
+    out: list[tuple[str, float, str]] = []
+    for entry in scored:
+        count = taken.get(entry[2], 0)
+        if count < per_author:
+            taken[entry[2]] = count + 1
+            out.append(entry)
+    return out

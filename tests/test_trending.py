@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+from config.tables import KOOS
 from feed.reader import TRENDING_FRESH_SECONDS, Reader
+from feed.recommend import TRENDING_PER_AUTHOR
 from feed.services import Services
 from feed.store.koos import Koos
 from tests.conftest import uid
@@ -107,3 +109,27 @@ async def test_a_read_that_gives_up_does_not_cancel_the_shared_computation(
     assert await patient == [("k1", 2.0), ("k2", 1.0)]
     assert impatient.cancelled()
     assert computed == 1
+
+
+@pytest.mark.slow_on_moto
+async def test_a_burst_by_one_author_does_not_crowd_out_the_others(
+    services: Services,
+) -> None:
+    """Before: one author's 500-koo batch was the whole trending sample of its language,
+    so every reader's recommended koos came from that author. Pass: the others' older
+    koos are still found, and the flooder has at most TRENDING_PER_AUTHOR entries."""
+    lang, now = "zu", int(time.time() * 1000)
+    flooder, others = uid("flood"), [uid("other") for _ in range(5)]
+
+    def item(koo_id: str, author: str, at: int) -> dict[str, Any]:
+        event = {"koo_id": koo_id, "author_id": author, "text": "t", "lang": lang,
+                 "occurred_at": at}
+        return dict(services.stores.koos.create_item(event, pull=True)["Put"]["Item"])
+
+    older = [item(uid("k"), author, now - 60_000) for author in others]
+    burst = [item(uid("k"), flooder, now - 1_000 + i) for i in range(1_100)]
+    await services.stores.db.batch_write(KOOS, puts=older + burst)
+    ranked = await Reader(services.manager).trending_ids(lang, now_ms=now)
+    found = {k for k, _ in ranked}
+    assert {i["koo_id"] for i in older} <= found
+    assert len(found & {i["koo_id"] for i in burst}) == TRENDING_PER_AUTHOR

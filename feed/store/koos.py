@@ -150,13 +150,21 @@ class Koos:
         )
         return [(k, c) for c, k in (keys.parse_sort_key(i["created_sk"]) for i in items)]
 
-    async def recent_in_lang(self, lang: str, day_ms: int, *, limit: int) -> list[str]:
-        """Live koo ids in one language on one UTC day, newest first."""
+    async def recent_in_lang(
+        self, lang: str, day_ms: int, *, limit: int, before: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """Live koos in one language on one UTC day as (koo_id, sort key), newest first,
+        older than the sort key ``before`` (to read on from where a page ended)."""
+        condition = "lang_day = :d"
+        vals: dict[str, Any] = {"d": lang_day(lang, day_ms)}
+        if before is not None:
+            condition += " AND created_sk < :b"
+            vals["b"] = before
         items, _ = await self.db.query_page(
-            KOOS, "lang_day = :d", values=values(d=lang_day(lang, day_ms)),
-            index=KOOS_BY_LANG_DAY, limit=limit, forward=False,
+            KOOS, condition, values=values(**vals), index=KOOS_BY_LANG_DAY, limit=limit,
+            forward=False,
         )
-        return [i["koo_id"] for i in items]
+        return [(i["koo_id"], i["created_sk"]) for i in items]
 
     # --- fan-out state ------------------------------------------------------------------
 
