@@ -25,7 +25,7 @@ from config.tables import USERS
 from feed import keys, metrics
 from feed.api import routes
 from feed.api._http import error, json
-from feed.api.auth import AuthMiddleware
+from feed.api.auth import AuthMiddleware, request_deadline
 from feed.api.openapi import openapi_schema
 from feed.cursor import InvalidCursor
 from feed.errors import FeedError, NotFound, StorageUnavailable, ValidationFailed
@@ -165,8 +165,12 @@ class ReadGate:
                 metrics.READS_SHED.inc()
                 raise StorageUnavailable(f"{self.limit} reads in flight", "overloaded")
             self.in_flight += 1
+            # One bound from the request's arrival: what the limiters waited is spent.
+            deadline = request_deadline(request.scope)
+            if deadline is None:
+                deadline = asyncio.get_running_loop().time() + self.seconds
             try:
-                async with asyncio.timeout(self.seconds):  # no task per request (wait_for)
+                async with asyncio.timeout_at(deadline):  # no task per request (wait_for)
                     return await endpoint(request)
             except TimeoutError:
                 raise StorageUnavailable(f"no answer within {self.seconds:g} s",

@@ -18,15 +18,24 @@ from feed.api._http import error
 from feed.cache import Cache
 from feed.errors import StorageUnavailable
 
-__all__ = ["AuthMiddleware", "FailureLimiter", "client_address"]
+__all__ = ["AuthMiddleware", "FailureLimiter", "client_address", "request_deadline"]
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
-# The longest a failed authentication waits on the shared bucket before it is answered
-# 401 anyway: the limiter fails open rather than stall on an unreachable Redis.
+# The longest a request waits on a limiter's shared bucket (the failed-authentication one,
+# or the per-token rate) before it goes on: the limiters fail open rather than stall on
+# an unreachable cache Redis, and what they waited counts against the request's own
+# FEED_API_TIMEOUT (see request_deadline).
 FAILURE_LIMIT_TIMEOUT_SECONDS = 0.25
 MAX_BLOCKED_ADDRESSES = 10_000  # bounds the per-process memory a flood of addresses costs
+
+def request_deadline(scope: Scope) -> float | None:
+    """The event-loop time by which a /v1 request must be answered (set when it arrived;
+    None outside /v1): the limiters and the read itself share this one bound."""
+    deadline = scope.get("state", {}).get("deadline")
+    return float(deadline) if deadline is not None else None
+
 
 def client_address(scope: Scope) -> str:
     """Who failed, for the limiter: the peer's address; an IPv6 peer by its /64, since one
@@ -110,6 +119,7 @@ class AuthMiddleware:
         self.app = app
         self.tokens = [t.encode() for t in settings.api_tokens]
         self.rate = settings.rate_limit_per_token
+        self.budget = settings.api_timeout
         per_minute = settings.auth_failures_per_minute
         self.failures = FailureLimiter(per_minute) if per_minute > 0 else None
 
@@ -117,6 +127,8 @@ class AuthMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
+        scope.setdefault("state", {})["deadline"] = (
+            asyncio.get_running_loop().time() + self.budget)
         if self.failures is not None and (wait := self.failures.blocked_for(scope)):
             await self._refuse_address(wait, scope, receive, send)
             return
@@ -170,13 +182,16 @@ class AuthMiddleware:
         return matched
 
     async def _over_rate(self, cache: Cache, token: bytes) -> float:
-        """Seconds to wait, or 0 if the request may go ahead."""
+        """Seconds to wait, or 0 if the request may go ahead (also when the cache Redis
+        does not answer within a short part of the request's budget: fail open)."""
         try:
-            return await cache.take_token(
-                keys.rate_limit(keys.token_digest(token.decode())),
-                interval_ms=1000 / self.rate, burst=max(1.0, self.rate),
-                now_ms=time.time() * 1000,
-            )
-        except StorageUnavailable as exc:
-            log.warning("rate limiter unavailable; request allowed", extra={"error": str(exc)})
+            async with asyncio.timeout(min(FAILURE_LIMIT_TIMEOUT_SECONDS, self.budget / 4)):
+                return await cache.take_token(
+                    keys.rate_limit(keys.token_digest(token.decode())),
+                    interval_ms=1000 / self.rate, burst=max(1.0, self.rate),
+                    now_ms=time.time() * 1000,
+                )
+        except (StorageUnavailable, TimeoutError) as exc:
+            log.warning("rate limiter unavailable; request allowed",
+                        extra={"error": str(exc) or type(exc).__name__})
             return 0.0
