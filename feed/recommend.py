@@ -32,7 +32,7 @@ POPULAR_WEIGHT = 0.25
 # Fairness: one prolific author cannot fill a language's trending list, nor a reader's
 # recommended koos.
 TRENDING_PER_AUTHOR = 3
-RECOMMENDED_PER_AUTHOR = 2
+RECOMMENDED_PER_AUTHOR = 2  # while other authors remain
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +112,21 @@ def recommend_koos(
     limit: int,
     per_author: int = RECOMMENDED_PER_AUTHOR,
 ) -> list[KooPick]:
-    """Trending koos the reader would not otherwise see, best first; at most
-    ``per_author`` of any one author."""
+    """Trending koos the reader would not otherwise see, best first, authors spread out:
+    at most ``per_author`` of any one author while other authors' koos remain, then the
+    rest in score order (a language with few trending authors still fills the list)."""
     banned = set(following) | set(excluded) | {reader}
-    picks: list[KooPick] = []
+    eligible = [(koo, score) for koo, score in trending_koos
+                if not koo.deleted and koo.author_id not in banned]
     taken: dict[str, int] = {}
-    for koo, score in trending_koos:
-        if koo.deleted or koo.author_id in banned or taken.get(koo.author_id, 0) >= per_author:
-            continue
-        taken[koo.author_id] = taken.get(koo.author_id, 0) + 1
-        picks.append(KooPick(koo.koo_id, score, f"trending in {koo.lang}"))
-        if len(picks) >= limit:
-            break
-    return picks
+    first: list[tuple[Koo, float]] = []
+    rest: list[tuple[Koo, float]] = []
+    for koo, score in eligible:
+        count = taken.get(koo.author_id, 0)
+        (first if count < per_author else rest).append((koo, score))
+        taken[koo.author_id] = count + 1
+    chosen = (first + rest)[:limit]
+    return [KooPick(koo.koo_id, score, f"trending in {koo.lang}") for koo, score in chosen]
 
 
 def _capped(scored: Sequence[tuple[str, float, str]], per_author: int

@@ -51,6 +51,21 @@ def test_a_readers_recommended_koos_take_at_most_two_per_author() -> None:
     assert [p.score for p in picks] == sorted((score[p.koo_id] for p in picks), reverse=True)
 
 
+def test_with_few_authors_the_list_still_fills_best_authors_spread_first() -> None:
+    """The cap spreads authors out; it does not leave slots empty when only one or two
+    authors trend (the rest then come in score order)."""
+    only = [koo(i, "solo", likes=10 - i) for i in range(6)]
+    ranked = [(k, float(10 - i)) for i, k in enumerate(only)]
+    picks = recommend_koos("reader", trending_koos=ranked, following=(), excluded=(),
+                           limit=5)
+    assert [p.koo_id for p in picks] == [k.koo_id for k in only[:5]]
+    pair = [koo(i, "a" if i < 6 else "b", likes=1) for i in range(8)]
+    ranked = [(k, float(10 - i)) for i, k in enumerate(pair)]
+    picks = recommend_koos("reader", trending_koos=ranked, following=(), excluded=(),
+                           limit=5)
+    assert [p.koo_id for p in picks] == ["k00000", "k00001", "k00006", "k00007", "k00002"]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     authors=st.lists(st.sampled_from("abcdefgh"), min_size=0, max_size=80),
