@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from feed import keys
+from feed.errors import ValidationFailed
 from feed.events import event_digest, validate_event
 from feed.services import Services
 from workers.settings import run_workers
@@ -19,6 +22,16 @@ def event_job(raw: dict[str, Any]) -> str:
     """The arq job id the publisher gives this (valid) event."""
     valid = validate_event(raw)
     return keys.event_job(valid["event_id"], event_digest(valid))
+
+
+def job_ids(events: Iterable[object]) -> list[str]:
+    """The job ids of those of ``events`` that could be queued (an invalid one never is)."""
+    found: set[str] = set()
+    for e in events:
+        if isinstance(e, dict):
+            with contextlib.suppress(ValidationFailed):
+                found.add(event_job(e))
+    return sorted(found)
 
 
 def now_ms() -> int:

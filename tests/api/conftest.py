@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -16,9 +15,8 @@ from starlette.applications import Starlette
 from config.settings import Settings
 from feed import keys
 from feed.api.app import create_app
-from feed.errors import ValidationFailed
 from feed.services import Services, open_services
-from tests.helpers import apply_all, event_job
+from tests.helpers import apply_all, job_ids
 
 TOKEN = "test-token-123456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -144,16 +142,6 @@ async def queued(services: Services, events: Iterable[object]) -> int:
         return 0
     scores = await services.queue_redis.zmscore(keys.QUEUE_REALTIME, ids)
     return sum(score is not None for score in scores)
-
-
-def job_ids(events: Iterable[object]) -> list[str]:
-    """The job ids of the events that could be queued (an invalid event never is)."""
-    found: set[str] = set()
-    for e in events:
-        if isinstance(e, dict):
-            with contextlib.suppress(ValidationFailed):
-                found.add(event_job(e))
-    return sorted(found)
 
 
 async def discard(services: Services, events: Iterable[object]) -> None:
