@@ -223,6 +223,9 @@ class Settings:
         return Settings(**current)
 
 
+SECRET_NAMES = frozenset({"API_TOKENS", "CURSOR_SECRET"})
+
+
 class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
@@ -234,7 +237,9 @@ class _Reader:
         try:
             return parse(raw.strip())
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{PREFIX}{name}: {exc} (got {raw!r})") from None
+            # A secret's value never goes into an error message (they end up in logs).
+            got = "" if name in SECRET_NAMES else f" (got {raw!r})"
+            raise SettingsError(f"{PREFIX}{name}: {exc}{got}") from None
 
 
 def _positive_int(raw: str) -> int:

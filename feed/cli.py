@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import signal
 import sys
 import time
@@ -22,6 +23,9 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+# Top-level modules of the `demo` extra: importing the demo without them is a usage
+# error with a one-line fix, not a crash.
+DEMO_EXTRA = frozenset({"moto", "fakeredis", "lupa", "flask", "werkzeug"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="feed",
         description="koo-feed: event workers, fan-out, hot timeline cache and the read API. "
         "Configuration comes from FEED_* environment variables (see the README).",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"feed {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
         "demo", help="run the embedded demo (no services needed)",
@@ -83,8 +89,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CODES = """exit codes:
+  0  done
+  1  bad input (feed publish: some lines were bad and skipped)
+  2  usage or configuration error (a missing file, an invalid FEED_* variable, a
+     missing extra)
+  3  a service did not answer or refused (Redis, DynamoDB, credentials)
+  130 interrupted"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("koo-feed")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
@@ -104,8 +130,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from feed.demo import run_demo
 
-        return asyncio.run(run_demo(settings, serve=args.serve, port=args.port,
-                                    users=args.users, seed=args.seed))
+        try:
+            return asyncio.run(run_demo(settings, serve=args.serve, port=args.port,
+                                        users=args.users, seed=args.seed))
+        except ModuleNotFoundError as exc:
+            # The embedded services are imported when started, not with the demo.
+            missing = (exc.name or "").split(".")[0]
+            if missing not in DEMO_EXTRA:
+                raise
+            print(f"feed: the demo needs the 'demo' extra ({missing} is missing): "
+                  "pip install 'koo-feed[demo]'", file=sys.stderr)
+            return EXIT_USAGE
     if args.command == "api":
         return _serve_api(settings, args.host, args.port, args.workers)
     if args.command == "worker":
@@ -213,16 +248,23 @@ def _count_lines(path: str) -> int:
 async def publish_file(settings: Settings, path: str, *, batch: int = 500,
                        quiet: bool = False) -> int:
     """Publish a JSON-lines file; returns the exit code (1 if any line was bad)."""
-    from feed.events import validate_event
+    from feed.events import event_digest, validate_event
     from feed.publisher import connect_publisher
 
-    source: TextIO = sys.stdin if path == "-" else _open_text(path)
-    total = None if path == "-" else _count_lines(path)
+    try:
+        source: TextIO = sys.stdin if path == "-" else _open_text(path)
+        total = None if path == "-" else _count_lines(path)
+    except OSError as exc:
+        print(f"feed: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     progress = Progress("publishing", total, sys.stderr, quiet=quiet)
     bad = 0
     done = 0
     published = 0
     pending: list[dict[str, Any]] = []
+    # event_id -> (digest, line) within the batch being built: a batch with one id on
+    # two different events is refused whole, so the later line is reported instead.
+    in_batch: dict[str, tuple[str, int]] = {}
     try:
         async with connect_publisher(settings) as publisher:
             for number, line in enumerate(source, start=1):
@@ -238,11 +280,21 @@ async def publish_file(settings: Settings, path: str, *, batch: int = 500,
                     bad += 1
                     print(f"line {number}: {exc}", file=sys.stderr)
                 else:
-                    pending.append(event)
+                    digest = event_digest(event)
+                    first = in_batch.get(event["event_id"])
+                    if first is None:
+                        in_batch[event["event_id"]] = (digest, number)
+                        pending.append(event)
+                    elif first[0] != digest:
+                        bad += 1
+                        print(f"line {number}: event_id {event['event_id']!r} is already "
+                              f"used by line {first[1]} for a different event",
+                              file=sys.stderr)
                 done += 1
                 if len(pending) >= batch:
                     published += await publisher.publish(pending)
                     pending = []
+                    in_batch = {}
                     progress.update(done, bad)
             if pending:
                 published += await publisher.publish(pending)

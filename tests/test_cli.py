@@ -131,3 +131,70 @@ async def test_backfill_dry_run_changes_nothing(
     run = BackfillRun(services.queue_redis, run_id_for("recommendations", readers))
     assert await run.enqueued() == {}
     assert await services.jobs.depth("backfill") == 0
+
+
+def _feed(*argv: str, env: dict[str, str] | None = None, code: str = ""
+          ) -> subprocess.CompletedProcess[str]:
+    """`feed ARGV` as its own process (``code`` runs first, to break an import)."""
+    script = f"import sys\n{code}\nfrom feed.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", script, *argv], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def test_version_prints_the_installed_version() -> None:
+    done = _feed("--version")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"feed \d+\.\d+\.\d+\S*\n", done.stdout), done.stdout
+
+
+def test_no_command_prints_the_help_and_exits_2() -> None:
+    done = _feed()
+    assert done.returncode == 2
+    assert "usage: feed" in done.stderr
+    assert "exit codes:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_publish_of_a_missing_file_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "nosuch.jsonl"
+    done = _feed("publish", str(missing))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"feed: cannot read {missing}: No such file or directory"
+
+
+def test_the_demo_without_its_extra_names_it_in_one_line() -> None:
+    done = _feed("demo", code="sys.modules['moto'] = None  # as if not installed")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("feed: the demo needs the 'demo' extra (moto is missing): "
+                                   "pip install 'koo-feed[demo]'")
+
+
+@pytest.mark.parametrize("name", ["FEED_API_TOKENS", "FEED_CURSOR_SECRET"])
+def test_an_invalid_secret_is_named_but_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str,
+) -> None:
+    monkeypatch.setenv(name, "short")
+    assert main(["tables", "create"]) == 2
+    err = capsys.readouterr().err
+    assert name in err
+    assert "short" not in err
+
+
+async def test_publish_reports_a_reused_event_id_by_line_and_publishes_the_rest(
+    services: Services, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two different events under one event_id in one batch used to make the whole
+    batch's publish raise; now the later line is reported and the rest published."""
+    first, other = signup(uid()), signup(uid())
+    reused = {**signup(uid()), "event_id": first["event_id"]}
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(orjson.dumps(e).decode()
+                              for e in (first, reused, other, first)) + "\n")
+    assert await publish_file(services.settings, str(path), quiet=True) == 1
+    err = capsys.readouterr().err
+    assert f"line 2: event_id {first['event_id']!r} is already used by line 1" in err
+    assert "published 2 events; 1 bad lines skipped" in err
+    await run_workers(services.settings, burst=True, services=services)
+    assert await services.stores.users.get(first["user_id"]) is not None
+    assert await services.stores.users.get(other["user_id"]) is not None
+    assert await services.stores.users.get(reused["user_id"]) is None
