@@ -96,8 +96,8 @@ from feed import keys
 from feed.reader import Reader
 from feed.services import Services, open_services
 from feed.store import create_tables, drop_tables
+from feed.store._batch import _wire_transact_item
 from feed.store._codec import to_attr
-from feed.store._dynamo import _wire_transact_item
 from feed.store.koos import BODY_FIELDS, COUNTER_OF
 
 log = logging.getLogger("bench.koo_ops")
@@ -469,7 +469,7 @@ def dynamodb_rows(
                 "ExpressionAttributeNames": {"#c": COUNTER_OF[event["kind"]]},
                 "ExpressionAttributeValues": {":d": {"N": "1"}},
             }},
-            _wire_transact_item(db, stores.ledger.record_item(event)),
+            _wire_transact_item(db.table, stores.ledger.record_item(event)),
         ]
 
     bare_reactions: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -505,8 +505,8 @@ def dynamodb_rows(
                 bare_reactions[(c, r)] = bare_transaction(event, author)
                 koo = new_koo("b", c, r)
                 bare_creates[(c, r)] = [
-                    _wire_transact_item(db, stores.koos.create_item(koo, pull=False)),
-                    _wire_transact_item(db, stores.ledger.record_item(koo)),
+                    _wire_transact_item(db.table, stores.koos.create_item(koo, pull=False)),
+                    _wire_transact_item(db.table, stores.ledger.record_item(koo)),
                 ]
 
     rows = [

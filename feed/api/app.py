@@ -21,8 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
-from config.tables import USERS
-from feed import keys, metrics
+from feed import metrics
 from feed.api import routes
 from feed.api._http import error, json
 from feed.api.auth import AuthMiddleware, request_deadline
@@ -70,7 +69,7 @@ async def readyz(request: Request) -> Response:
         check("queue_redis", services.queue_redis.ping()),
         # A read on the data plane: the table exists, the credentials work, and it
         # answers; the absent item costs one read unit.
-        check("dynamodb", services.stores.db.get(USERS, {"user_id": keys.READY_PROBE_USER})),
+        check("dynamodb", services.stores.db.probe()),
     )
     ready = all(checks.values())
     return json({"status": "ok" if ready else "unavailable", "checks": checks},

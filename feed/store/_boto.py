@@ -8,6 +8,7 @@ layer is :class:`~feed.store._dynamo.Dynamo`'s.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 from typing import Any
@@ -21,7 +22,7 @@ from feed.errors import StorageError, StorageUnavailable, from_client_error
 from feed.store._credentials import CredentialSource
 from feed.store._transport import Hook, error_from_reply, run_after, run_before
 
-__all__ = ["BotoTransport", "open_boto_client"]
+__all__ = ["BotoTransport", "ControlPlane", "open_boto_client"]
 
 # The data plane's operations by their wire names, as botocore's methods.
 METHODS = {
@@ -90,3 +91,23 @@ class BotoTransport:
         if self.hooks:
             run_after(self.hooks, operation, request, response, context)
         return response
+
+
+class ControlPlane:
+    """The aioboto3 client for control-plane calls (tables, TTL), opened on first use:
+    a process that never creates a table never loads botocore's service model."""
+
+    def __init__(self, settings: Settings, endpoint: str | None, region: str,
+                 credentials: CredentialSource, stack: contextlib.AsyncExitStack) -> None:
+        self.settings, self.endpoint, self.region = settings, endpoint, region
+        self.credentials = credentials
+        self._stack = stack
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._stack.enter_async_context(open_boto_client(
+                    self.settings, self.endpoint, self.region, self.credentials))
+        return self._client

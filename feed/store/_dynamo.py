@@ -18,10 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from config.settings import Settings
@@ -29,12 +27,12 @@ from config.tables import TABLES, USERS
 from feed import metrics
 from feed.errors import (
     CredentialsRejected,
-    RetriesExhausted,
     StorageError,
     StorageUnavailable,
 )
 from feed.keys import READY_PROBE_USER
-from feed.store._boto import BotoTransport, call_boto, open_boto_client
+from feed.store._batch import Backoff, BatchOperations
+from feed.store._boto import BotoTransport, ControlPlane, call_boto
 from feed.store._codec import Item, Wire, from_wire, to_wire
 from feed.store._credentials import CredentialSource, resolve_credentials
 from feed.store._transport import DirectTransport, Hook, Transport
@@ -43,23 +41,8 @@ __all__ = ["Backoff", "Dynamo", "open_dynamo"]
 
 log = logging.getLogger(__name__)
 
-BATCH_WRITE_MAX = 25
-BATCH_GET_MAX = 100
 THROTTLING = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException",
                         "RequestLimitExceeded"})
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter (sleep ~ U(0, min(cap, base * 2^n)))."""
-
-    base: float = 0.025
-    cap: float = 1.0
-    attempts: int = 10
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.cap, self.base * (2**attempt))
-        return (rng or random).uniform(0, ceiling)
 
 
 @contextlib.asynccontextmanager
@@ -81,7 +64,7 @@ async def open_dynamo(
     region = region or settings.aws_region
     credentials = await resolve_credentials(endpoint, region)
     async with contextlib.AsyncExitStack() as stack:
-        control = _Control(settings, endpoint, region, credentials, stack)
+        control = ControlPlane(settings, endpoint, region, credentials, stack)
         transport: Transport
         if settings.dynamodb_client == "aioboto3":
             transport = BotoTransport(await control.client(), credentials)
@@ -98,30 +81,12 @@ async def open_dynamo(
                      control=control)
 
 
-class _Control:
-    """The aioboto3 client for control-plane calls, opened on first use."""
-
-    def __init__(self, settings: Settings, endpoint: str | None, region: str,
-                 credentials: CredentialSource, stack: contextlib.AsyncExitStack) -> None:
-        self.settings, self.endpoint, self.region = settings, endpoint, region
-        self.credentials = credentials
-        self._stack = stack
-        self._client: Any = None
-        self._lock = asyncio.Lock()
-
-    async def client(self) -> Any:
-        async with self._lock:
-            if self._client is None:
-                self._client = await self._stack.enter_async_context(open_boto_client(
-                    self.settings, self.endpoint, self.region, self.credentials))
-        return self._client
-
-
-class Dynamo:
-    """A DynamoDB client bound to the service's tables."""
+class Dynamo(BatchOperations):
+    """A DynamoDB client bound to the service's tables (batches and transactions:
+    :class:`~feed.store._batch.BatchOperations`)."""
 
     def __init__(self, transport: Transport, settings: Settings, *, prefix: str,
-                 control: _Control | None = None) -> None:
+                 control: ControlPlane | None = None) -> None:
         self.transport = transport
         self.settings = settings
         self.prefix = prefix
@@ -169,13 +134,18 @@ class Dynamo:
             finally:
                 metrics.DYNAMODB_CALLS.labels(operation).observe(time.perf_counter() - started)
 
+    async def probe(self) -> None:
+        """One read of an item no user can have, not retried: the table exists, the
+        credentials work and DynamoDB answers (for /readyz and the start-up check)."""
+        await self.call("GetItem", {
+            "TableName": self.table(USERS), "Key": to_wire({"user_id": READY_PROBE_USER}),
+        }, retry=False)
+
     async def check_credentials(self) -> None:
         """Fail at start-up, with a message naming their source, if DynamoDB refuses the
         credentials; any other answer (even an error: a missing table, an outage) will do."""
         try:
-            await self.call("GetItem", {
-                "TableName": self.table(USERS), "Key": to_wire({"user_id": READY_PROBE_USER}),
-            }, retry=False)
+            await self.probe()
         except CredentialsRejected:
             raise
         except StorageError as exc:
@@ -330,126 +300,6 @@ class Dynamo:
             if cursor is None:
                 return
 
-    # --- batches ----------------------------------------------------------------------
-
-    async def batch_get(
-        self, dataset: str, keys: Sequence[Mapping[str, Any]], *,
-        attributes: Sequence[str] | None = None, consistent: bool = False,
-    ) -> list[Item]:
-        """Every existing item among ``keys`` (any number; 100 per request, in parallel)."""
-        unique: dict[tuple[Any, ...], Mapping[str, Any]] = {}
-        for key in keys:
-            unique.setdefault(tuple(sorted(key.items())), key)
-        chunks = _chunks(list(unique.values()), BATCH_GET_MAX)
-        results = await _gather_bounded(
-            (self._batch_get_chunk(dataset, c, attributes, consistent) for c in chunks),
-            self.concurrency,
-        )
-        return [item for chunk in results for item in chunk]
-
-    async def _batch_get_chunk(
-        self, dataset: str, keys: Sequence[Mapping[str, Any]],
-        attributes: Sequence[str] | None, consistent: bool,
-    ) -> list[Item]:
-        table = self.table(dataset)
-        request: dict[str, Any] = {"Keys": [to_wire(k) for k in keys], "ConsistentRead": consistent}
-        if attributes:
-            request["ProjectionExpression"] = ", ".join(f"#p{i}" for i in range(len(attributes)))
-            request["ExpressionAttributeNames"] = {f"#p{i}": a for i, a in enumerate(attributes)}
-        found: list[Item] = []
-        pending: dict[str, Any] = {table: request}
-        for attempt in range(self.backoff.attempts + 1):
-            try:
-                response = await self.call("BatchGetItem", {"RequestItems": pending},
-                                           retry=False)
-            except StorageUnavailable as exc:
-                await self._pause(f"BatchGetItem on {table}", exc.code or "unavailable",
-                                  attempt, exc)
-                continue
-            found.extend(from_wire(i) for i in response.get("Responses", {}).get(table, []))
-            pending = response.get("UnprocessedKeys") or {}
-            if not pending:
-                return found
-            await self._pause("BatchGetItem", "unprocessed", attempt, None)
-        raise RetriesExhausted(f"BatchGetItem on {table}: keys still unprocessed after retries")
-
-    async def batch_write(
-        self, dataset: str, *, puts: Iterable[Mapping[str, Any]] = (),
-        deletes: Iterable[Mapping[str, Any]] = (),
-    ) -> int:
-        """Write any number of items: 25 per request, bounded concurrency, retried.
-
-        Returns how many items were written. Raises RetriesExhausted if some items
-        were still unprocessed (or throttled) after every retry.
-        """
-        requests: list[dict[str, Any]] = [{"PutRequest": {"Item": to_wire(i)}} for i in puts]
-        requests += [{"DeleteRequest": {"Key": to_wire(k)}} for k in deletes]
-        if not requests:
-            return 0
-        chunks = _chunks(requests, BATCH_WRITE_MAX)
-        await _gather_bounded(
-            (self._batch_write_chunk(self.table(dataset), c) for c in chunks), self.concurrency
-        )
-        return len(requests)
-
-    async def _batch_write_chunk(self, table: str, requests: list[dict[str, Any]]) -> None:
-        pending = requests
-        for attempt in range(self.backoff.attempts + 1):
-            try:
-                response = await self.call("BatchWriteItem", {"RequestItems": {table: pending}},
-                                           retry=False)
-            except StorageUnavailable as exc:
-                await self._pause(f"BatchWriteItem on {table}", exc.code or "unavailable",
-                                  attempt, exc)
-                continue
-            pending = (response.get("UnprocessedItems") or {}).get(table, [])
-            if not pending:
-                return
-            await self._pause("BatchWriteItem", "unprocessed", attempt, None)
-        raise RetriesExhausted(
-            f"BatchWriteItem on {table}: {len(pending)} items still unprocessed after "
-            f"{self.backoff.attempts} retries"
-        )
-
-    async def _pause(
-        self, operation: str, reason: str, attempt: int, exc: StorageError | None
-    ) -> None:
-        if attempt >= self.backoff.attempts:
-            if exc is not None:
-                raise RetriesExhausted(
-                    f"{operation}: still failing after {self.backoff.attempts} retries: {exc}",
-                    exc.code,
-                ) from exc
-            return
-        metrics.DYNAMODB_RETRIES.labels(operation.split(" ")[0], reason).inc()
-        await asyncio.sleep(self.backoff.delay(attempt))
-
-    # --- transactions -----------------------------------------------------------------
-
-    async def transact(self, items: Sequence[Mapping[str, Any]]) -> None:
-        """TransactWriteItems; items are ``{"Put"|"Update"|"Delete"|"ConditionCheck": {...}}``
-        with ``TableName`` given as a dataset name and keys/items as plain dicts."""
-        wire_items = [_wire_transact_item(self, item) for item in items]
-        for attempt in range(self.backoff.attempts + 1):
-            try:
-                await self.call("TransactWriteItems", {"TransactItems": wire_items}, retry=False)
-                return
-            except StorageUnavailable as exc:
-                # Conflicts with a concurrent transaction on the same item: try again.
-                await self._pause("TransactWriteItems", exc.code or "conflict", attempt, exc)
-
-
-def _wire_transact_item(db: Dynamo, item: Mapping[str, Any]) -> dict[str, Any]:
-    (kind, body), = item.items()
-    wire = dict(body)
-    wire["TableName"] = db.table(body["TableName"])
-    if "Key" in wire:
-        wire["Key"] = to_wire(wire["Key"])
-    if "Item" in wire:
-        wire["Item"] = to_wire(wire["Item"])
-    return {kind: wire}
-
-
 def _add_expression(
     request: dict[str, Any], condition: str | None, names: Mapping[str, str] | None,
     values: Wire | None,
@@ -460,31 +310,3 @@ def _add_expression(
         request["ExpressionAttributeNames"] = dict(names)
     if values:
         request["ExpressionAttributeValues"] = values
-
-
-def _chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-async def _gather_bounded(coros: Iterable[Awaitable[Any]], limit: int) -> list[Any]:
-    """Run awaitables with at most ``limit`` in flight; the first error cancels the rest."""
-    pending = list(coros)
-    if len(pending) == 1:
-        # One request (a read of up to 100 keys, a write of up to 25 items) is the common
-        # case: awaiting it here skips a task and two trips through a busy event loop,
-        # which cost a 1-key BatchGetItem 1.6x the time of the bare call under load.
-        return [await pending[0]]
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(aw: Awaitable[Any]) -> Any:
-        async with semaphore:
-            return await aw
-
-    tasks = [asyncio.ensure_future(run(c)) for c in pending]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
