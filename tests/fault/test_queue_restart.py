@@ -1,7 +1,7 @@
 """The queue's Redis restarted while koos are published over HTTP (issue 7, item 7).
 
 The queue Redis is a `redis-server` of the test's own with the append-only file
-on and fsynced on every write (as the README asks for the queue), so what it
+on and fsynced on every write (as docs/operations.md asks for the queue), so what it
 acknowledged survives a SIGKILL. Producers keep posting koos to
 ``POST /v1/events`` while it is killed and started again; a `feed worker`
 process consumes the queue throughout.
