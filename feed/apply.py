@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from feed import jobs as job
 from feed import keys, metrics
 from feed.errors import (
     NotReady,
@@ -34,7 +35,7 @@ from feed.errors import (
     Unapplicable,
 )
 from feed.fanout import FanOut
-from feed.jobs import BACKFILL, REALTIME, JobQueue
+from feed.jobs import JobQueue
 from feed.models import Koo
 from feed.store import Entry
 from feed.store.koos import COUNTER_OF, FanoutState
@@ -222,8 +223,8 @@ class EventApplier:
         if item.get("lang"):
             await self.cache.trending_remove(item["lang"], koo_id)
         if "created_at" in item:
-            await self.jobs.enqueue("purge_deleted_koo", koo_id, queue=BACKFILL,
-                                    job_id=f"purge-koo:{koo_id}")
+            await self.jobs.enqueue(job.PURGE_DELETED_KOO, koo_id,
+                                    job_id=keys.purge_koo_job(koo_id))
         return APPLIED
 
     # --- reactions --------------------------------------------------------------------
@@ -328,20 +329,20 @@ class EventApplier:
         elif not active and kind == keys.REL_FOLLOW:
             await self._enqueue_unmerge(user, other, tag)
         elif active:
-            await self.jobs.enqueue("merge_author_into_timeline", user, other,
-                                    job_id=f"merge:{user}:{other}:{tag}", queue=REALTIME)
+            await self.jobs.enqueue(job.MERGE_AUTHOR, user, other,
+                                    job_id=keys.merge_job(user, other, tag))
         else:
             # Unblocked or unmuted: what the reader follows comes back.
-            await self.jobs.enqueue("merge_author_into_timeline", user, other,
-                                    job_id=f"merge:{user}:{other}:{tag}", queue=REALTIME)
+            await self.jobs.enqueue(job.MERGE_AUTHOR, user, other,
+                                    job_id=keys.merge_job(user, other, tag))
             if kind == keys.REL_BLOCK:
-                await self.jobs.enqueue("merge_author_into_timeline", other, user,
-                                        job_id=f"merge:{other}:{user}:{tag}", queue=REALTIME)
+                await self.jobs.enqueue(job.MERGE_AUTHOR, other, user,
+                                        job_id=keys.merge_job(other, user, tag))
         return APPLIED
 
     async def _enqueue_unmerge(self, reader: str, author: str, tag: str) -> None:
-        await self.jobs.enqueue("purge_author_from_timeline", reader, author,
-                                job_id=f"unmerge:{reader}:{author}:{tag}", queue=BACKFILL)
+        await self.jobs.enqueue(job.PURGE_AUTHOR, reader, author,
+                                job_id=keys.unmerge_job(reader, author, tag))
 
     async def _check_celebrity(self, author: str, tag: str, at: int) -> None:
         followers, celebrity = await self.stores.users.reach(author)
@@ -349,8 +350,8 @@ class EventApplier:
             await self.stores.users.set_celebrity(author, True, at=at)
             await self.cache.celebrity_changed(author, True)
         elif followers < self.settings.celebrity_followers and celebrity:
-            await self.jobs.enqueue("demote_celebrity", author, queue=BACKFILL,
-                                    job_id=f"demote:{author}:{tag}")
+            await self.jobs.enqueue(job.DEMOTE_CELEBRITY, author,
+                                    job_id=keys.demote_job(author, tag))
 
     # --- follow-up jobs (called by the workers) ------------------------------------------
 

@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 
 from config.settings import Settings
+from feed import keys
 from feed.events import check_id
-from feed.jobs import BACKFILL
+from feed.jobs import BACKFILL_CHUNK
 
 __all__ = ["KINDS", "BackfillRun", "add_backfill_parser", "run_backfill"]
 
@@ -70,9 +71,9 @@ class BackfillRun:
     def __init__(self, redis: Any, run_id: str) -> None:
         self.redis = redis
         self.run_id = run_id
-        self.key = f"feed:backfill:{run_id}"
-        self.enqueued_key = f"{self.key}:enqueued"
-        self.done_key = f"{self.key}:done"
+        self.key = keys.backfill_run(run_id)
+        self.enqueued_key = keys.backfill_enqueued(run_id)
+        self.done_key = keys.backfill_done(run_id)
 
     async def load(self) -> dict[str, Any]:
         raw = await self.redis.hgetall(self.key)
@@ -176,8 +177,8 @@ async def _add_chunk(run: BackfillRun, jobs: Any, kind: str, chunk: str, members
 
 
 async def _enqueue(jobs: Any, run_id: str, kind: str, chunk: str, members: list[str]) -> None:
-    await jobs.enqueue("backfill_chunk", run_id, kind, chunk, members, queue=BACKFILL,
-                       job_id=f"backfill:{run_id}:{chunk}")
+    await jobs.enqueue(BACKFILL_CHUNK, run_id, kind, chunk, members,
+                       job_id=keys.backfill_chunk_job(run_id, chunk))
 
 
 async def _wait(run: BackfillRun, wait_limit: float) -> int:

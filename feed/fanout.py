@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from feed import jobs as job
 from feed import keys, metrics
 from feed.jobs import JobQueue
 from feed.store import Entry
@@ -83,7 +84,7 @@ class FanOut:
                         inline = asyncio.create_task(self.deliver(entry, chunk, part))
                     else:
                         await self.jobs.enqueue(
-                            "deliver_koo_chunk", koo_id, chunk, part, entry.author_id,
+                            job.DELIVER_KOO_CHUNK, koo_id, chunk, part, entry.author_id,
                             entry.created_at,
                             job_id=keys.fanout_chunk_job(koo_id, f"{chunk}:{attempt}"),
                         )
@@ -134,7 +135,7 @@ class FanOut:
         for item in overdue:
             attempt = int(item.get("fanout_deadline", now))
             if await self.jobs.enqueue(
-                "fan_out_koo", item["koo_id"], attempt,
+                job.FAN_OUT_KOO, item["koo_id"], attempt,
                 job_id=keys.fanout_job(item["koo_id"], attempt),
             ):
                 count += 1

@@ -1,21 +1,88 @@
-"""What the domain needs from the job queue, without depending on arq itself."""
+"""Every job the workers run, registered once: its name, its queue and its time limit.
+
+Enqueuers name a :class:`Job` from here, never a string, and the queue comes
+with it; the workers build their function lists from :data:`JOBS`. The domain
+needs only :class:`JobQueue` (what enqueueing promises), never arq itself.
+
+``realtime`` carries events, fan-outs of new koos and follow merges;
+``backfill`` carries purges, rebuilds, celebrity demotions and
+recommendations, so a large backfill never delays a fresh koo.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
-__all__ = ["BACKFILL", "REALTIME", "JobQueue"]
+__all__ = [
+    "APPLY_EVENT",
+    "BACKFILL",
+    "BACKFILL_CHUNK",
+    "COMPUTE_RECOMMENDATIONS",
+    "DELIVER_KOO_CHUNK",
+    "DEMOTE_CELEBRITY",
+    "FAN_OUT_KOO",
+    "JOBS",
+    "MERGE_AUTHOR",
+    "PURGE_AUTHOR",
+    "PURGE_DELETED_KOO",
+    "QUEUE_TIMEOUTS",
+    "REALTIME",
+    "REBUILD_TIMELINE",
+    "SWEEP_FANOUTS",
+    "TRIM_TIMELINE",
+    "Job",
+    "JobQueue",
+]
 
-REALTIME = "realtime"
-BACKFILL = "backfill"
+REALTIME: Final = "realtime"
+BACKFILL: Final = "backfill"
+
+# A killed worker's job is picked up again once arq's in-progress mark expires,
+# which is the job's timeout plus 10 s: realtime jobs are kept short so a
+# SIGKILLed fan-out chunk is redone within a minute.
+QUEUE_TIMEOUTS: Final = {REALTIME: 30, BACKFILL: 600}
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One kind of job: the function name the workers register, and its queue."""
+
+    name: str
+    queue: str
+
+    @property
+    def timeout(self) -> int:
+        """Seconds arq lets one run take (the queue's limit)."""
+        return QUEUE_TIMEOUTS[self.queue]
+
+
+APPLY_EVENT: Final = Job("apply_event", REALTIME)
+FAN_OUT_KOO: Final = Job("fan_out_koo", REALTIME)
+DELIVER_KOO_CHUNK: Final = Job("deliver_koo_chunk", REALTIME)
+MERGE_AUTHOR: Final = Job("merge_author_into_timeline", REALTIME)
+SWEEP_FANOUTS: Final = Job("sweep_fanouts", REALTIME)  # a cron job, never enqueued
+PURGE_DELETED_KOO: Final = Job("purge_deleted_koo", BACKFILL)
+PURGE_AUTHOR: Final = Job("purge_author_from_timeline", BACKFILL)
+DEMOTE_CELEBRITY: Final = Job("demote_celebrity", BACKFILL)
+REBUILD_TIMELINE: Final = Job("rebuild_timeline", BACKFILL)
+TRIM_TIMELINE: Final = Job("trim_timeline", BACKFILL)
+COMPUTE_RECOMMENDATIONS: Final = Job("compute_recommendations", BACKFILL)
+BACKFILL_CHUNK: Final = Job("backfill_chunk", BACKFILL)
+
+JOBS: Final = (
+    APPLY_EVENT, FAN_OUT_KOO, DELIVER_KOO_CHUNK, MERGE_AUTHOR, SWEEP_FANOUTS,
+    PURGE_DELETED_KOO, PURGE_AUTHOR, DEMOTE_CELEBRITY, REBUILD_TIMELINE, TRIM_TIMELINE,
+    COMPUTE_RECOMMENDATIONS, BACKFILL_CHUNK,
+)
 
 
 class JobQueue(Protocol):
-    """Enqueues jobs by function name; a second enqueue of the same ``job_id`` is a no-op."""
+    """Enqueues registered jobs on their queue; a second enqueue of the same ``job_id`` is
+    a no-op."""
 
     async def enqueue(
-        self, function: str, *args: Any, job_id: str, queue: str = REALTIME,
-        defer_seconds: float | None = None,
+        self, job: Job, *args: Any, job_id: str, defer_seconds: float | None = None,
     ) -> bool:
         """Enqueue a job; False if a job with that id is already queued or done."""
         ...

@@ -150,6 +150,63 @@ def fanout_chunk_job(koo_id: str, chunk_id: str) -> str:
     return f"fanout:{koo_id}:chunk:{chunk_id}"
 
 
+def purge_koo_job(koo_id: str) -> str:
+    """arq job id of the purge of a deleted koo from every timeline (once per koo)."""
+    return f"purge-koo:{koo_id}"
+
+
+def merge_job(reader: str, author: str, event_id: str) -> str:
+    """arq job id of merging an author into a reader's timeline, after the relation
+    event ``event_id`` (a later event merges again)."""
+    return f"merge:{reader}:{author}:{event_id}"
+
+
+def unmerge_job(reader: str, author: str, event_id: str) -> str:
+    """arq job id of purging an author from a reader's timeline, after ``event_id``."""
+    return f"unmerge:{reader}:{author}:{event_id}"
+
+
+def demote_job(author: str, event_id: str) -> str:
+    """arq job id of a celebrity's demotion, checked after the unfollow ``event_id``."""
+    return f"demote:{author}:{event_id}"
+
+
+def backfill_chunk_job(run_id: str, chunk: str) -> str:
+    """arq job id of one chunk of a ``feed backfill`` run."""
+    return f"backfill:{run_id}:{chunk}"
+
+
+# --- Redis: backfill runs (the queue's Redis) -------------------------------------------
+
+
+def backfill_run(run_id: str) -> str:
+    """Hash of one ``feed backfill`` run's state; ``:enqueued`` and ``:done`` sets beside it."""
+    return f"feed:backfill:{run_id}"
+
+
+def backfill_enqueued(run_id: str) -> str:
+    """Set of the chunks of a backfill run that have been enqueued."""
+    return f"{backfill_run(run_id)}:enqueued"
+
+
+def backfill_done(run_id: str) -> str:
+    """Set of the chunks of a backfill run that are done."""
+    return f"{backfill_run(run_id)}:done"
+
+
+# --- DynamoDB: dead letters ---------------------------------------------------------------
+
+
+def dead_letter_of_event(event_id: str) -> str:
+    """Dead-letter id of an event (its replay lands on the same letter)."""
+    return f"event:{event_id}"
+
+
+def dead_letter_of_job(job_id: str) -> str:
+    """Dead-letter id of a job whose payload had no usable event_id."""
+    return f"job:{job_id}"
+
+
 def chunk_id(first_follower: str, size: int) -> str:
     """A stable name for a chunk of followers: where it starts and how many."""
     digest = hashlib.blake2s(first_follower.encode(), digest_size=6).hexdigest()

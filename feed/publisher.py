@@ -29,11 +29,10 @@ from typing import Any
 from config.settings import Settings
 from feed import keys
 from feed.events import event_digest, validate_batch, validate_event
-from feed.jobs import REALTIME, JobQueue
+from feed.jobs import APPLY_EVENT, JobQueue
 
-__all__ = ["APPLY_EVENT", "EventPublisher", "connect_publisher"]
+__all__ = ["EventPublisher", "connect_publisher"]
 
-APPLY_EVENT = "apply_event"
 _CONCURRENCY = 64
 
 
@@ -57,7 +56,7 @@ class EventPublisher:
         async def one(event: dict[str, Any]) -> None:
             async with semaphore:
                 job_id = keys.event_job(event["event_id"], event_digest(event))
-                await self.jobs.enqueue(APPLY_EVENT, event, job_id=job_id, queue=REALTIME)
+                await self.jobs.enqueue(APPLY_EVENT, event, job_id=job_id)
 
         await asyncio.gather(*(one(e) for e in events))
 

@@ -24,7 +24,7 @@ from feed import keys
 from feed.apply import EventApplier
 from feed.cache import Cache, RedisClient
 from feed.errors import StorageUnavailable
-from feed.jobs import REALTIME
+from feed.jobs import Job
 from feed.publisher import EventPublisher
 from feed.store import Stores, open_dynamo, open_regions
 from feed.timeline import FeedManager
@@ -73,17 +73,16 @@ class ArqJobQueue:
         self.pool = pool
 
     async def enqueue(
-        self, function: str, *args: Any, job_id: str, queue: str = REALTIME,
-        defer_seconds: float | None = None,
+        self, job: Job, *args: Any, job_id: str, defer_seconds: float | None = None,
     ) -> bool:
         try:
-            job = await self.pool.enqueue_job(
-                function, *args, _job_id=job_id, _queue_name=keys.QUEUES[queue],
+            queued = await self.pool.enqueue_job(
+                job.name, *args, _job_id=job_id, _queue_name=keys.QUEUES[job.queue],
                 _defer_by=defer_seconds,
             )
         except (RedisError, OSError) as exc:  # the queue did not answer: 503, not 500
             raise StorageUnavailable(f"queue redis: {exc}", type(exc).__name__) from exc
-        return job is not None
+        return queued is not None
 
     async def depth(self, queue: str) -> int:
         """Jobs due now in one queue (deferred jobs and the sweeper's next run not counted)."""

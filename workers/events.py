@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from feed import metrics
+from feed import keys, metrics
 from feed.errors import FeedError, NotReady, StorageUnavailable, Unapplicable, ValidationFailed
 from feed.events import EVENT_TYPES, validate_event
 from workers._context import retry_later, services, soft_deadline
@@ -20,7 +20,8 @@ async def apply_event(ctx: dict[str, Any], raw: Any) -> str:
     apply are dead-lettered with their reason and the worker carries on."""
     svc = services(ctx)
     event_id = raw.get("event_id") if isinstance(raw, dict) else None
-    dl_id = f"event:{event_id}" if isinstance(event_id, str) else f"job:{ctx.get('job_id')}"
+    dl_id = (keys.dead_letter_of_event(event_id) if isinstance(event_id, str)
+             else keys.dead_letter_of_job(str(ctx.get("job_id"))))
     try:
         event = validate_event(raw)
     except ValidationFailed as exc:

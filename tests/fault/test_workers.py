@@ -21,8 +21,8 @@ from prometheus_client import REGISTRY
 from config.tables import KOOS, REACTIONS, RELATIONS, USERS
 from feed import keys
 from feed._embedded import free_port
+from feed.jobs import APPLY_EVENT
 from feed.models import User
-from feed.publisher import APPLY_EVENT
 from feed.services import Services
 from tests.conftest import uid
 from tests.fault._procs import scrape_metric, spawn_worker, stop_process, tail
