@@ -1,11 +1,14 @@
-"""Shared pieces of the benchmarks: the environment table, statistics, Markdown, JSON."""
+"""Shared pieces of the benchmarks: ``bench_main`` (what every bench's ``main`` does), the
+environment table, statistics, Markdown, JSON."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import importlib.metadata
+import logging
 import math
 import os
 import platform
@@ -15,22 +18,27 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
 
 __all__ = [
+    "LOG_FORMAT",
+    "Outcome",
     "Stopwatch",
     "bench_document",
+    "bench_main",
     "check_flushable_dbs",
     "command_line",
     "cpu_model",
     "dynamodb_identity",
     "dynamodb_local_pid",
     "environment",
+    "environment_table",
     "fmt_int",
     "fmt_ms",
     "fmt_pct",
@@ -47,6 +55,9 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+Parsed = TypeVar("Parsed")
 
 
 # --- environment ------------------------------------------------------------------------
@@ -331,3 +342,69 @@ def bench_document(
 def target(text: str, measured: str | float, met: bool | None) -> dict[str, Any]:
     """One entry of a bench document's ``targets`` list."""
     return {"target": text, "measured": measured, "met": met}
+
+
+def environment_table(env: dict[str, str], command: str) -> str:
+    """The environment as a two-column table, the command as its last row."""
+    return markdown_table(["", "value"], [[k, v] for k, v in env.items()]
+                          + [["command", f"`{command}`"]])
+
+
+# --- main -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a bench's run hands :func:`bench_main` to print (stdout) and write (--json).
+
+    Printed in order: ``heading`` and a blank line; the environment table (``env`` and
+    ``command``) and a blank line; ``markdown``; each of ``after``; ``Total time``.
+    """
+
+    markdown: str
+    heading: str | None = None
+    env: dict[str, str] | None = None
+    command: str = ""
+    after: Sequence[str] = ()
+    elapsed_s: float | None = None
+    json_path: str | None = None
+    document: Callable[[], dict[str, Any]] | None = None  # built only when it is written
+    exit_code: int = 0
+
+
+def bench_main(
+    argv: Sequence[str] | None,
+    parse: Callable[[Sequence[str] | None], Parsed],
+    run: Callable[[Parsed], Coroutine[Any, Any, Outcome | int]],
+    *,
+    log_format: str | None = LOG_FORMAT,
+    uvloop: bool = False,
+) -> int:
+    """Every bench's ``main``: parse the command line, set up logging (warnings on
+    stderr; ``log_format`` None leaves logging alone), run, then print the report and
+    write its JSON document. A run that returns a number exits with it, printing nothing
+    (it said on stderr why it could not measure)."""
+    options = parse(argv)
+    if log_format is not None:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format=log_format)
+    if uvloop:
+        with contextlib.suppress(ImportError):
+            import uvloop as loop
+
+            loop.install()
+    outcome: Outcome | int = asyncio.run(run(options))
+    if isinstance(outcome, int):
+        return outcome
+    if outcome.heading is not None:
+        print(f"{outcome.heading}\n")
+    if outcome.env is not None:
+        print(environment_table(outcome.env, outcome.command))
+        print()
+    print(outcome.markdown)
+    for line in outcome.after:
+        print(line)
+    if outcome.elapsed_s is not None:
+        print(f"\nTotal time: {outcome.elapsed_s:.0f} s.")
+    if outcome.json_path and outcome.document is not None:
+        write_json(outcome.json_path, outcome.document())
+    return outcome.exit_code

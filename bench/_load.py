@@ -166,6 +166,7 @@ async def load_graph(services: Any, graph: Graph, *, seed: int = 11) -> dict[str
     timeline (their followees' koos, celebrities excepted, and their own) and reactions."""
     from config.tables import KOOS, REACTIONS
     from feed import keys
+    from feed.events import typed
     from feed.models import User
     from feed.store import Entry
     from feed.store.koos import COUNTER_OF, FanoutState
@@ -189,7 +190,7 @@ async def load_graph(services: Any, graph: Graph, *, seed: int = 11) -> dict[str
     items = []
     for event in graph.koos:
         pull = event["author_id"] in graph.celebrities
-        item = dict(stores.koos.create_item(event, pull=pull)["Put"]["Item"])
+        item = dict(stores.koos.create_item(typed(event), pull=pull)["Put"]["Item"])
         if not pull:
             item["fanout_state"] = FanoutState.DONE
             item.pop("fanout_shard", None)

@@ -56,7 +56,9 @@ from typing import Any
 import aioboto3
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     command_line,
     cpu_model,
     dynamodb_identity,
@@ -70,7 +72,6 @@ from bench._common import (
     progress,
     target,
     version,
-    write_json,
 )
 from config.settings import Settings
 from config.tables import KOOS, TIMELINES
@@ -515,7 +516,7 @@ def document(env: dict[str, str], command: str, results: list[Result], clients: 
 # --- main -------------------------------------------------------------------------------
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     env = environment(opts.dynamodb_endpoint, opts)
@@ -542,22 +543,15 @@ async def run(opts: Options) -> int:
     clients = list(sends)
     elapsed = time.monotonic() - started
     markdown = report(results, clients, opts, notes)
-    print(f"# {TITLE}\n")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    print(f"\nTotal time: {elapsed:.0f} s.")
-    if opts.json:
-        write_json(opts.json, document(env, command, results, clients, markdown, notes,
-                                       elapsed))
-    return 0
+    return Outcome(
+        markdown, heading=f"# {TITLE}", env=env, command=command, elapsed_s=elapsed,
+        json_path=opts.json,
+        document=lambda: document(env, command, results, clients, markdown, notes, elapsed),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,9 @@ from redis.asyncio import Redis
 
 from bench._common import (
     ROOT,
+    Outcome,
     bench_document,
+    bench_main,
     check_flushable_dbs,
     command_line,
     environment,
@@ -54,7 +56,6 @@ from bench._common import (
     markdown_table,
     progress,
     target,
-    write_json,
 )
 from config.settings import Settings
 from feed.services import open_services
@@ -163,7 +164,7 @@ async def run_client(base: Settings, client: str, n: int, followers: int,
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int)
     parser.add_argument("--followers", type=int, default=10)
@@ -176,14 +177,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     check_flushable_dbs(parser, args, "redis_url", "cache_redis_url")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return bench_main(argv, parse_args, run, log_format=None)
+
+
+async def run(args: argparse.Namespace) -> Outcome:
     n = args.events or (200 if args.quick else 1_000)
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     if args.baseline_tree:
         clients.append(BASELINE)
-    return asyncio.run(_run(args, n, clients))
-
-
-async def _run(args: argparse.Namespace, n: int, clients: list[str]) -> int:
     started = time.monotonic()
     base = Settings(redis_url=args.redis_url, cache_redis_url=args.cache_redis_url,
                     dynamodb_endpoint=args.dynamodb_endpoint, aws_region="ap-south-1")
@@ -231,12 +236,11 @@ async def _run(args: argparse.Namespace, n: int, clients: list[str]) -> int:
         f"{n} events per type; each koo's author has {args.followers} followers.", "",
         markdown_table(headers, rows),
     ])
-    print(markdown)
-    if args.json:
-        write_json(args.json, bench_document(
-            "events", "Events applied per worker CPU-second", command_line(), env, markdown,
-            figures, targets=targets, elapsed_s=time.monotonic() - started))
-    return 0
+    elapsed = time.monotonic() - started
+    # The environment table and the command are part of this bench's own Markdown.
+    return Outcome(markdown, json_path=args.json, document=lambda: bench_document(
+        "events", "Events applied per worker CPU-second", command_line(), env, markdown,
+        figures, targets=targets, elapsed_s=elapsed))
 
 
 def _revision(tree: str | None) -> str:

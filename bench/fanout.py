@@ -53,10 +53,13 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from bench._common import (
+    Outcome,
     Stopwatch,
     bench_document,
+    bench_main,
     command_line,
     environment,
+    environment_table,
     fmt_int,
     fmt_ms,
     fmt_pct,
@@ -66,7 +69,6 @@ from bench._common import (
     progress,
     redis_db,
     target,
-    write_json,
 )
 from bench.sf import client as sf_client
 from config.settings import Settings
@@ -850,9 +852,7 @@ def report(
     dynamo_rows: list[Comparison], dynamo_notes: list[str], deliveries: list[Delivery],
     delivery_notes: list[str], elapsed: float,
 ) -> str:
-    out = ["# Fan-out benchmark", ""]
-    out.append(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                              + [["command", f"`{command}`"]]))
+    out = ["# Fan-out benchmark", "", environment_table(env, command)]
     how = ("rates are total entries / total time over every run; the loops alternate chunk "
            "by chunk; 'per chunk' is the median (and interquartile range) of the ratio "
            "between the same chunk's times")
@@ -972,7 +972,7 @@ def report(
 # --- main -------------------------------------------------------------------------------
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     settings = Settings(
@@ -1021,8 +1021,8 @@ async def run(opts: Options) -> int:
     elapsed = time.monotonic() - started
     text = report(env, command, opts, redis_rows, dynamo_rows, dynamo_notes, deliveries,
                   delivery_notes, elapsed)
-    print(text)
-    if opts.json:
+
+    def json_document() -> dict[str, Any]:
         data = {
             "environment": env, "command": command, "elapsed_s": elapsed,
             "options": {"followers": opts.followers, "delivery": opts.delivery,
@@ -1051,16 +1051,15 @@ async def run(opts: Options) -> int:
             },
             "delivery": {"authors": [d.as_json() for d in deliveries], "notes": delivery_notes},
         }
-        write_json(opts.json, document(env, command, text, redis_rows, dynamo_rows,
-                                       deliveries, dynamo_notes + delivery_notes, elapsed,
-                                       data, opts.dynamodb_client))
-    return 0
+        return document(env, command, text, redis_rows, dynamo_rows, deliveries,
+                        dynamo_notes + delivery_notes, elapsed, data, opts.dynamodb_client)
+
+    # The report carries its own heading, environment table and total time.
+    return Outcome(text, json_path=opts.json, document=json_document)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

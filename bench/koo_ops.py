@@ -76,7 +76,9 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     command_line,
     environment,
     fmt_int,
@@ -87,12 +89,12 @@ from bench._common import (
     progress,
     redis_db,
     target,
-    write_json,
 )
 from bench._spread import Handler, Spread
 from config.settings import Settings
 from config.tables import KOOS, KOOS_BY_AUTHOR, REACTIONS, REACTIONS_BY_TIME
 from feed import keys
+from feed.events import KooCreated, Reaction, typed
 from feed.reader import Reader
 from feed.services import Services, open_services
 from feed.store import create_tables, drop_tables
@@ -310,13 +312,25 @@ def koo_event(koo_id: str, author: str, at: int) -> dict[str, Any]:
     }
 
 
+def as_koo(event: dict[str, Any]) -> KooCreated:
+    koo = typed(event)
+    assert isinstance(koo, KooCreated)
+    return koo
+
+
+def as_reaction(event: dict[str, Any]) -> Reaction:
+    reaction = typed(event)
+    assert isinstance(reaction, Reaction)
+    return reaction
+
+
 def reaction_event(koo_id: str, user: str, at: int, kind: str = "like") -> dict[str, Any]:
     return {"type": "reaction_added", "event_id": f"e-{koo_id}-{user}-{kind}",
             "occurred_at": at, "koo_id": koo_id, "user_id": user, "kind": kind}
 
 
 def reaction_row(event: dict[str, Any], author: str) -> dict[str, Any]:
-    """A stored, active reaction row, as ``switch_on_item`` leaves it."""
+    """A stored, active reaction row, as ``switch_item`` leaves it."""
     at = event["occurred_at"]
     return {
         "koo_id": event["koo_id"], "rk": keys.reaction_sk(event["user_id"], event["kind"]),
@@ -337,7 +351,7 @@ async def seed(services: Services) -> DataSet:
         for author in authors:
             koo_id = f"{run}k{len(koo_items):05d}"
             at += 1
-            item = stores.koos.create_item(koo_event(koo_id, author, at), pull=False)["Put"]
+            item = stores.koos.create_item(as_koo(koo_event(koo_id, author, at)), pull=False)["Put"]
             seeded = REACTIONS_PER_KOO if len(koo_items) < REACTED_KOOS else 0
             koo_items.append(item["Item"] | {"likes": seeded})
             author_of[koo_id] = author
@@ -440,9 +454,9 @@ def dynamodb_rows(
     async def react_ours(c: int, r: int) -> int:
         event, author = reaction("o", c, r)
         await db.transact([
-            stores.reactions.switch_on_item(event, author),
+            stores.reactions.switch_item(as_reaction(event), author),
             stores.koos.counter_item(event["koo_id"], event["kind"], 1),
-            stores.ledger.record_item(event),
+            stores.ledger.record_item(typed(event)),
         ])
         return 1
 
@@ -469,7 +483,7 @@ def dynamodb_rows(
                 "ExpressionAttributeNames": {"#c": COUNTER_OF[event["kind"]]},
                 "ExpressionAttributeValues": {":d": {"N": "1"}},
             }},
-            _wire_transact_item(db.table, stores.ledger.record_item(event)),
+            _wire_transact_item(db.table, stores.ledger.record_item(typed(event))),
         ]
 
     bare_reactions: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -486,8 +500,8 @@ def dynamodb_rows(
 
     async def write_ours(c: int, r: int) -> int:
         event = new_koo("o", c, r)
-        await db.transact([stores.koos.create_item(event, pull=False),
-                           stores.ledger.record_item(event)])
+        await db.transact([stores.koos.create_item(as_koo(event), pull=False),
+                           stores.ledger.record_item(typed(event))])
         return 1
 
     bare_creates: dict[tuple[int, int], list[dict[str, Any]]] = {}
@@ -505,8 +519,8 @@ def dynamodb_rows(
                 bare_reactions[(c, r)] = bare_transaction(event, author)
                 koo = new_koo("b", c, r)
                 bare_creates[(c, r)] = [
-                    _wire_transact_item(db.table, stores.koos.create_item(koo, pull=False)),
-                    _wire_transact_item(db.table, stores.ledger.record_item(koo)),
+                    _wire_transact_item(db.table, stores.koos.create_item(as_koo(koo), pull=False)),
+                    _wire_transact_item(db.table, stores.ledger.record_item(typed(koo))),
                 ]
 
     rows = [
@@ -536,7 +550,7 @@ def info_rows(services: Services, reader: Reader, data: DataSet, clients: int) -
     async def apply_reaction(c: int, r: int) -> int:
         koo_id = own(data.reacted, c, r, clients)
         event = reaction_event(koo_id, f"{data.run}p{c}x{r}", BASE_MS + 3 * 10**6 + r)
-        outcome = await services.applier.apply(event)
+        outcome = await services.applier.apply(typed(event))
         if outcome != "applied":
             raise RuntimeError(f"reaction_added was {outcome}, not applied")
         return 1
@@ -657,7 +671,7 @@ def report(opts: Options, main: list[Row], single: list[Row], info: list[Row],
 # --- main -------------------------------------------------------------------------------
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     settings = Settings(
@@ -690,16 +704,12 @@ async def run(opts: Options) -> int:
         await raw.aclose()
     elapsed = time.monotonic() - started
     markdown = report(opts, main, single, info, hot, checks)
-    print(f"# {TITLE}\n")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    print(f"\nTotal time: {elapsed:.0f} s.")
-    if opts.json:
-        write_json(opts.json, document(env, command, opts, main + single + info + hot,
-                                       markdown, checks, elapsed))
-    return 0
+    return Outcome(
+        markdown, heading=f"# {TITLE}", env=env, command=command, elapsed_s=elapsed,
+        json_path=opts.json,
+        document=lambda: document(env, command, opts, main + single + info + hot, markdown,
+                                  checks, elapsed),
+    )
 
 
 def wanted(rows: list[Row], opts: Options) -> list[Row]:
@@ -865,9 +875,7 @@ def document(env: dict[str, str], command: str, opts: Options, rows: list[Row],
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     command_line,
     environment,
     markdown_table,
     progress,
     redis_db,
-    write_json,
 )
 from bench.sf import client as sf_client
 from config.settings import Settings
@@ -158,7 +159,7 @@ def encoding_of(m: dict[str, Any]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in m["encodings"].items())
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace) -> Outcome | int:
     started = time.monotonic()
     timelines = args.timelines or (200 if args.quick else 1000)
     sizes = [int(x) for x in args.entries.split(",") if x]
@@ -244,21 +245,19 @@ async def run(args: argparse.Namespace) -> int:
         *[f"- {n}" for n in notes],
     ])
     command = command_line()
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    if args.json:
-        write_json(args.json, bench_document(
+    elapsed = time.monotonic() - started
+    return Outcome(
+        markdown, env=env, command=command, json_path=args.json,
+        document=lambda: bench_document(
             "memory", "Redis memory per cached timeline entry", command, env, markdown,
-            figures, targets=targets, notes=notes, elapsed_s=time.monotonic() - started,
+            figures, targets=targets, notes=notes, elapsed_s=elapsed,
             data={"service": ours, "stream_framework": theirs, "timelines": timelines,
-                  "id_length": args.id_length}))
-    return 0
+                  "id_length": args.id_length}),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run, log_format=None)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     check_flushable_dbs,
     command_line,
     environment,
@@ -104,7 +106,6 @@ from bench._common import (
     progress,
     target,
     version,
-    write_json,
 )
 from bench._load import (
     OpenLoopResult,
@@ -500,7 +501,7 @@ def other_answers(statuses: dict[str, int]) -> str:
     return ", ".join(f"{k}: {n:,}" for k, n in others) or "none"
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     token = f"bench-{secrets.token_urlsafe(18)}"
@@ -570,13 +571,8 @@ async def run(opts: Options) -> int:
         await cache.aclose()
     elapsed = time.monotonic() - started
     markdown, figures, targets = report(opts, counts, load_s, hit, miss, sf, http, notes)
-    print("# Read benchmark\n")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    print(f"\nTotal time: {elapsed:.0f} s.")
-    if opts.json:
+
+    def json_document() -> dict[str, Any]:
         latency: dict[str, list[float]] = {
             "in-process, cache hit": hit.latencies_ms,
             "in-process, first read after cache loss": miss.latencies_ms,
@@ -590,7 +586,7 @@ async def run(opts: Options) -> int:
                 latency[f"HTTP open loop {key}/s, after cache loss"] = part["samples"]
             latency[f"HTTP open loop {opts.open_rate:.0f}/s, warm cache, fresh API "
                     "processes"] = http["fresh_warm"]["samples"]
-        write_json(opts.json, bench_document(
+        return bench_document(
             "reads", "Feed reads: in-process and over HTTP, cache hit, cache loss, fresh "
             "processes",
             command, env, markdown, figures, latency_ms=latency, targets=targets,
@@ -602,8 +598,10 @@ async def run(opts: Options) -> int:
                                            "reads": len(g["latency_ms"]), "info": g["info"]}
                                        for v, g in sf.items()},
                   "http": without_samples(http)},
-        ))
-    return 0
+        )
+
+    return Outcome(markdown, heading="# Read benchmark", env=env, command=command,
+                   elapsed_s=elapsed, json_path=opts.json, document=json_document)
 
 
 def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
@@ -777,16 +775,7 @@ def http_report(opts: Options, http: dict[str, Any], targets: list[dict[str, Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = parse_args(argv)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    return asyncio.run(run(opts))
+    return bench_main(argv, parse_args, run, uvloop=True)
 
 
 if __name__ == "__main__":

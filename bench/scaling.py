@@ -52,7 +52,9 @@ from redis.asyncio import Redis
 
 from bench._common import (
     ROOT,
+    Outcome,
     bench_document,
+    bench_main,
     check_flushable_dbs,
     command_line,
     dynamodb_local_pid,
@@ -65,7 +67,6 @@ from bench._common import (
     nproc,
     process_cpu_seconds,
     progress,
-    write_json,
 )
 from bench.fanout import create_timelines
 from config.settings import Settings
@@ -549,7 +550,7 @@ def report(opts: Options, graph: Graph, runs: list[Run], load_s: float, cores: i
 # --- main -------------------------------------------------------------------------------
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     settings = Settings(
@@ -615,30 +616,22 @@ async def run(opts: Options) -> int:
     if bad_exits:
         notes.append(f"{len(bad_exits)} run(s) had a worker exit with a non-zero code after "
                      "SIGTERM: " + "; ".join(str(r.exit_codes) for r in bad_exits))
-    print(f"# {TITLE}\n")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    for note in notes:
-        print(f"- {note}")
-    print(f"\nTotal time: {elapsed:.0f} s.")
-    if opts.json:
-        write_json(opts.json, bench_document(
+    return Outcome(
+        markdown, heading=f"# {TITLE}", env=env, command=command,
+        after=[f"- {note}" for note in notes], elapsed_s=elapsed, json_path=opts.json,
+        document=lambda: bench_document(
             "scaling", TITLE, command, env, markdown, figures, throughput=throughput,
             axes={"throughput": {"x": "worker processes", "y": "entries/s"}},
             targets=[], notes=notes, elapsed_s=elapsed,
             data={"machine_cores": cores, "runs": [r.as_json() for r in runs],
                   "followers": list(opts.followers), "koos_per_author": opts.koos,
                   "active_fraction": opts.active_fraction},
-        ))
-    return 0
+        ),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run)
 
 
 if __name__ == "__main__":

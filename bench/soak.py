@@ -62,7 +62,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     command_line,
     environment,
     fmt_ms,
@@ -72,14 +74,13 @@ from bench._common import (
     progress,
     redis_db,
     target,
-    write_json,
 )
 from config.settings import Settings
 from feed import keys
 from feed._embedded import free_port
 from feed.models import User
 from feed.publisher import connect_publisher
-from feed.services import open_queue_redis
+from feed.queue import open_queue_redis
 from feed.store import create_tables, drop_tables, open_dynamo
 
 log = logging.getLogger("bench.soak")
@@ -678,19 +679,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, str | None, 
     return opts, args.json_path, args.check
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    opts, json_path, check = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+async def run(parsed: tuple[Options, str | None, bool]) -> Outcome:
+    opts, json_path, check = parsed
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        document = asyncio.run(soak(opts, Path(tmp)))
-    print(document["markdown"])
-    print()
-    print(orjson.dumps({k: v for k, v in document.items()
-                        if k not in {"markdown", "series", "rss_series"}},
-                       default=str).decode())
-    if json_path:
-        write_json(json_path, document)
-    return 1 if check and not document["passed"] else 0
+        document = await soak(opts, Path(tmp))
+    summary = orjson.dumps({k: v for k, v in document.items()
+                            if k not in {"markdown", "series", "rss_series"}},
+                           default=str).decode()
+    return Outcome(document["markdown"], after=["", summary], json_path=json_path,
+                   document=lambda: document,
+                   exit_code=1 if check and not document["passed"] else 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return bench_main(argv, parse_args, run, log_format=logging.BASIC_FORMAT)
 
 
 if __name__ == "__main__":

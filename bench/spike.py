@@ -58,7 +58,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     check_flushable_dbs,
     command_line,
     environment,
@@ -68,7 +70,6 @@ from bench._common import (
     progress,
     target,
     version,
-    write_json,
 )
 from bench._load import (
     Segment,
@@ -249,7 +250,7 @@ def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
 
-async def run(opts: Options) -> int:
+async def run(opts: Options) -> Outcome | int:
     started = time.monotonic()
     command = command_line()
     token = f"bench-{secrets.token_urlsafe(18)}"
@@ -305,13 +306,8 @@ async def run(opts: Options) -> int:
         await cache.aclose()
     elapsed = time.monotonic() - started
     markdown, figures, targets = report(opts, result)
-    print("# Spike benchmark\n")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    print(f"\nTotal time: {elapsed:.0f} s.")
-    if opts.json:
+
+    def json_document() -> dict[str, Any]:
         latency = {f"reads, {p}": result["reads"][p]["samples"] for p in PHASES}
         latency.update({f"signups, {p}": result["signups"][p]["samples"] for p in PHASES})
         data = {k: v for k, v in result.items() if k not in ("reads", "signups")}
@@ -319,11 +315,13 @@ async def run(opts: Options) -> int:
                          for p, s in result["reads"].items()}
         data["signups"] = {p: {k: v for k, v in s.items() if k != "samples"}
                            for p, s in result["signups"].items()}
-        write_json(opts.json, bench_document(
+        return bench_document(
             "spike", "Spike: a 20x signup burst and an 8x feed-read burst at once", command,
             env, markdown, figures, latency_ms=latency, targets=targets, elapsed_s=elapsed,
-            data=data))
-    return 0
+            data=data)
+
+    return Outcome(markdown, heading="# Spike benchmark", env=env, command=command,
+                   elapsed_s=elapsed, json_path=opts.json, document=json_document)
 
 
 async def spike(opts: Options, base: str, token: str, users: list[str], prefix: str,
@@ -463,16 +461,7 @@ def report(opts: Options, r: dict[str, Any]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    opts = parse_args(argv)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    return asyncio.run(run(opts))
+    return bench_main(argv, parse_args, run, uvloop=True)
 
 
 if __name__ == "__main__":

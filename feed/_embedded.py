@@ -14,6 +14,9 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from feed import keys
+from feed.queue import deserialize_job, serialize_job
+
 __all__ = ["InProcessRedis", "embedded_dynamodb", "free_port"]
 
 
@@ -82,9 +85,6 @@ class InProcessRedis:
         from arq.connections import ArqRedis
         from fakeredis.aioredis import FakeConnection
         from redis.asyncio import ConnectionPool
-
-        from feed import keys
-        from feed.services import deserialize_job, serialize_job
 
         connection_class: Any = FakeConnection
         pool = ConnectionPool(connection_class=connection_class, server=self.server)

@@ -1,4 +1,4 @@
-"""Apply events to storage and cache, idempotently.
+"""Apply events to storage, idempotently, and enqueue their follow-up work.
 
 Every write is idempotent by itself: a koo is stored with a conditional put,
 and relation and reaction rows carry the version (``occurred_at``) of the
@@ -13,17 +13,21 @@ read, and another event under the same ``event_id`` is dead-lettered
 (``event_id_reused``). Signups and deletes, whose writes cannot join that
 transaction, claim the entry first and write again on a replay (idempotent).
 
-After the commit, each handler runs its follow-up work (fan-out, purges,
-cache updates). That work checks the current state and is idempotent, so it
-is run again when a duplicate arrives: a worker killed between the commit and
-the follow-up loses nothing.
+After the commit comes the event's follow-up: cache updates, and jobs
+enqueued for the timeline work (merges, purges, demotions), which the
+:class:`~feed.timeline.FeedManager` does. The one exception is a new koo: it
+is fanned out inline, here, so that followers see it within one job's time;
+the ``fan_out_koo`` job only resumes fan-outs (the sweeper) and carries the
+chunks of large ones. The follow-up checks the current state and is
+idempotent, so it runs again when a duplicate arrives: a worker killed
+between the commit and the follow-up loses nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from feed import jobs as job
@@ -34,14 +38,20 @@ from feed.errors import (
     TransactionCancelled,
     Unapplicable,
 )
-from feed.fanout import FanOut
+from feed.events import (
+    Event,
+    KooCreated,
+    KooDeleted,
+    Reaction,
+    Relation,
+    UserSignedUp,
+)
 from feed.jobs import JobQueue
 from feed.models import Koo
-from feed.store import Entry
-from feed.store.koos import COUNTER_OF, FanoutState
+from feed.store.koos import COUNTER_OF
 from feed.timeline import REACTION_WEIGHT, FeedManager
 
-__all__ = ["APPLIED", "DUPLICATE", "NOOP", "EventApplier"]
+__all__ = ["APPLIED", "DEAD_LETTERED", "DUPLICATE", "NOOP", "EventApplier"]
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +61,16 @@ DUPLICATE = "duplicate"
 NOOP = "noop"  # valid, recorded, but older than the state already stored
 DEAD_LETTERED = "dead-lettered"
 
-Handler = Callable[[dict[str, Any], dict[str, Any]], Awaitable[str]]
-# Follow-up work: the event, the outcome of its commit, and what the commit stored (if known).
-After = Callable[[dict[str, Any], str, Any], Awaitable[str]]
+_RELATION_SET = {keys.REL_FOLLOW: keys.following, keys.REL_BLOCK: keys.blocking,
+                 keys.REL_MUTE: keys.muting}
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What a commit did: its outcome, and the koo item it stored (spares a read)."""
+
+    outcome: str
+    item: dict[str, Any] | None = None
 
 
 class _AlreadyApplied(Exception):
@@ -65,57 +82,63 @@ class _AlreadyApplied(Exception):
 
 
 class EventApplier:
+    """Commits events and enqueues their follow-ups; the timeline work is the manager's."""
+
     def __init__(self, manager: FeedManager, jobs: JobQueue) -> None:
         self.manager = manager
         self.stores = manager.stores
         self.cache = manager.cache
         self.settings = manager.settings
         self.jobs = jobs
-        self.fanout = FanOut(manager, jobs)
-        self._handlers: dict[str, tuple[Handler, After]] = {
-            "user_signed_up": (self._signed_up, self._nothing),
-            "koo_created": (self._koo_created, self._after_koo_created),
-            "koo_deleted": (self._koo_deleted, self._after_koo_deleted),
-            "reaction_added": (self._reaction, self._nothing),
-            "reaction_removed": (self._reaction, self._nothing),
-            "user_followed": (self._relation, self._after_relation),
-            "user_unfollowed": (self._relation, self._after_relation),
-            "user_blocked": (self._relation, self._after_relation),
-            "user_unblocked": (self._relation, self._after_relation),
-            "user_muted": (self._relation, self._after_relation),
-            "user_unmuted": (self._relation, self._after_relation),
-        }
 
-    async def apply(self, event: dict[str, Any]) -> str:
+    async def apply(self, event: Event) -> str:
         """Apply one validated event; returns "applied", "duplicate" or "noop".
 
         Raises NotReady (retry later) or Unapplicable (dead-letter it).
         """
-        commit, after = self._handlers[event["type"]]
-        stored: dict[str, Any] = {}
         # No ledger read first: each commit records the event in the same write (a
         # condition on the ledger item), so a duplicate is found by the write itself.
         try:
-            outcome = await commit(event, stored)
+            done = await self._commit_event(event)
         except _AlreadyApplied as exc:
             if not exc.checked:
                 await self.stores.ledger.refuse_reused_id(event)
-            outcome = DUPLICATE
+            done = Committed(DUPLICATE)
         except NotReady:
             # Waiting for something (a koo) is pointless for an event whose id is taken:
             # say so now rather than after every retry.
             await self.stores.ledger.refuse_reused_id(event)
             raise
-        await after(event, outcome, stored)
-        metrics.EVENTS_APPLIED.labels(event["type"], outcome).inc()
-        return outcome
+        await self._follow_up(event, done)
+        metrics.EVENTS_APPLIED.labels(event.TYPE, done.outcome).inc()
+        return done.outcome
 
-    async def _nothing(
-        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
-    ) -> str:
-        return NOOP
+    async def _commit_event(self, event: Event) -> Committed:
+        match event:
+            case UserSignedUp():
+                return Committed(await self._signed_up(event))
+            case KooCreated():
+                return await self._koo_created(event)
+            case KooDeleted():
+                return Committed(await self._koo_deleted(event))
+            case Reaction():
+                return Committed(await self._reaction(event))
+            case Relation():
+                return Committed(await self._relation(event))
+        raise TypeError(f"no handler for {type(event).__name__}")
 
-    async def _commit(self, event: dict[str, Any], items: list[dict[str, Any]]) -> int | None:
+    async def _follow_up(self, event: Event, done: Committed) -> None:
+        match event:
+            case KooCreated():
+                await self._after_koo_created(event, done)
+            case KooDeleted():
+                await self._after_koo_deleted(event)
+            case Relation():
+                await self._after_relation(event, done)
+
+    # --- the ledger -----------------------------------------------------------------------
+
+    async def _commit(self, event: Event, items: list[dict[str, Any]]) -> int | None:
         """Write ``items`` and record the event, in one transaction. Returns None on
         success, else the index of the first item whose condition failed; raises
         _AlreadyApplied if the event was recorded before."""
@@ -125,40 +148,40 @@ class EventApplier:
         except TransactionCancelled as exc:
             failed = [i for i, reason in enumerate(exc.reasons) if reason not in ("None", "")]
             if ledger in failed:
-                raise _AlreadyApplied(event["event_id"]) from None
+                raise _AlreadyApplied(event.event_id) from None
             if failed:
                 return failed[0]
             raise
         return None
 
-    async def _settle_claim(self, event: dict[str, Any], first: bool, outcome: str) -> str:
+    async def _settle_claim(self, event: Event, first: bool, outcome: str) -> str:
         """A replay is a duplicate; a new event that changed nothing says so in the ledger."""
         if not first:
-            raise _AlreadyApplied(event["event_id"], checked=True)
+            raise _AlreadyApplied(event.event_id, checked=True)
         if outcome != APPLIED:
             await self.stores.ledger.set_outcome(event, outcome)
         return outcome
 
-    async def _record(self, event: dict[str, Any], outcome: str) -> str:
+    async def _record(self, event: Event, outcome: str) -> str:
         """Record an event whose commit wrote nothing (or wrote on its own); returns
         ``outcome``, or raises _AlreadyApplied if it was recorded before."""
         if not await self.stores.ledger.record(event, outcome):
-            raise _AlreadyApplied(event["event_id"])
+            raise _AlreadyApplied(event.event_id)
         return outcome
 
     # --- signups ----------------------------------------------------------------------
 
-    async def _signed_up(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
+    async def _signed_up(self, event: UserSignedUp) -> str:
         first = await self.stores.ledger.claim(event)
         changed = await self.stores.users.save_profile(event)
         with contextlib.suppress(StorageUnavailable):
-            await self.cache.drop_profiles(event["user_id"])
+            await self.cache.drop_profiles(event.user_id)
         return await self._settle_claim(event, first, APPLIED if changed else NOOP)
 
     # --- koos -------------------------------------------------------------------------
 
-    async def _koo_created(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
-        author = event["author_id"]
+    async def _koo_created(self, event: KooCreated) -> Committed:
+        author = event.author_id
         followers, celebrity = await self.stores.users.reach(author)
         pull = followers >= self.settings.celebrity_followers
         create = self.stores.koos.create_item(event, pull=pull)
@@ -166,58 +189,41 @@ class EventApplier:
         if failed is not None:
             # The koo id is known already: a tombstone of an early delete, or a replay
             # under another event id. Either way nothing new to store.
-            return await self._record(event, NOOP)
+            return Committed(await self._record(event, NOOP))
         koo = Koo(
-            koo_id=event["koo_id"], author_id=author, text=event["text"], lang=event["lang"],
-            created_at=event["occurred_at"], hashtags=tuple(event.get("hashtags") or ()),
-            reply_to=event.get("reply_to"), rekoo_of=event.get("rekoo_of"),
+            koo_id=event.koo_id, author_id=author, text=event.text, lang=event.lang,
+            created_at=event.occurred_at, hashtags=event.hashtags,
+            reply_to=event.reply_to, rekoo_of=event.rekoo_of,
         )
-        stored["item"] = create["Put"]["Item"]
         with contextlib.suppress(StorageUnavailable):
             await self.cache.put_koos([koo])
         if pull and not celebrity:
-            await self.stores.users.set_celebrity(author, True, at=event["occurred_at"])
+            await self.stores.users.set_celebrity(author, True, at=event.occurred_at)
             await self.cache.celebrity_changed(author, True)
-        return APPLIED
+        return Committed(APPLIED, create["Put"]["Item"])
 
-    async def _after_koo_created(
-        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
-    ) -> str:
-        item = stored.get("item")  # just created: no need to read it back
-        if item is None:
-            item = await self.stores.koos.get(event["koo_id"], consistent=True)
-        if item is None or item.get("deleted") or "created_at" not in item:
-            return NOOP
-        entry = Entry(item["koo_id"], item["author_id"], int(item["created_at"]))
-        await self.cache.author_recent_add(entry.author_id, entry.koo_id, entry.created_at)
-        state = item.get("fanout_state")
-        if state == FanoutState.PULL:
-            await self.manager.push(entry, [entry.author_id])
-        elif state in (FanoutState.PENDING, FanoutState.RUNNING):
-            await self.fanout.run(entry.koo_id, item=item)
-        return APPLIED
+    async def _after_koo_created(self, event: KooCreated, done: Committed) -> None:
+        # Inline, not a job: see the module docstring.
+        await self.manager.deliver_new_koo(event.koo_id, item=done.item)
 
-    async def _koo_deleted(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
+    async def _koo_deleted(self, event: KooDeleted) -> str:
         first = await self.stores.ledger.claim(event)
         status = await self.stores.koos.mark_deleted(
-            event["koo_id"], event["author_id"], event["occurred_at"]
+            event.koo_id, event.author_id, event.occurred_at
         )
         if status == "not_author":
             if first:
                 await self.stores.ledger.set_outcome(event, DEAD_LETTERED)
             raise Unapplicable(
-                f"koo {event['koo_id']} is not by {event['author_id']}: only its author "
-                "may delete it"
+                f"koo {event.koo_id} is not by {event.author_id}: only its author may delete it"
             )
         return await self._settle_claim(event, first, APPLIED if status != "already" else NOOP)
 
-    async def _after_koo_deleted(
-        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
-    ) -> str:
-        koo_id = event["koo_id"]
+    async def _after_koo_deleted(self, event: KooDeleted) -> None:
+        koo_id = event.koo_id
         item = await self.stores.koos.get(koo_id, consistent=True)
         if item is None or not item.get("deleted"):
-            return NOOP
+            return
         await self.cache.mark_deleted(koo_id)
         await self.cache.author_recent_remove(item["author_id"], koo_id)
         if item.get("lang"):
@@ -225,102 +231,78 @@ class EventApplier:
         if "created_at" in item:
             await self.jobs.enqueue(job.PURGE_DELETED_KOO, koo_id,
                                     job_id=keys.purge_koo_job(koo_id))
-        return APPLIED
 
     # --- reactions --------------------------------------------------------------------
 
-    async def _reaction(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
-        koo_id, on = event["koo_id"], event["type"] == "reaction_added"
+    async def _reaction(self, event: Reaction) -> str:
+        koo_id = event.koo_id
         item = await self.stores.koos.get(koo_id, consistent=True)
         if item is None:
             raise NotReady(f"koo {koo_id} is not stored (yet)")
         if "created_at" not in item:  # a tombstone: deleted before it arrived
             return await self._record(event, NOOP)
         author = item["author_id"]
-        row = (
-            self.stores.reactions.switch_on_item(event, author)
-            if on else self.stores.reactions.switch_off_item(event)
-        )
-        delta = 1 if on else -1
-        counter = self.stores.koos.counter_item(koo_id, event["kind"], delta)
+        row = self.stores.reactions.switch_item(event, author)
+        delta = 1 if event.ADDED else -1
+        counter = self.stores.koos.counter_item(koo_id, event.kind, delta)
         for _ in range(SETTLE_ATTEMPTS):
             failed = await self._commit(event, [row, counter])
             if failed is None:
                 break
             if failed != 0:
                 raise NotReady(f"koo {koo_id} vanished while reacting")
-            if await self.stores.reactions.settle(event, on):
+            if await self.stores.reactions.settle(event):
                 return await self._record(event, NOOP)
             # An older event changed the row between our write and settle: go again.
         else:
             raise StorageUnavailable(f"reaction row of koo {koo_id} keeps changing", "contended")
         with contextlib.suppress(StorageUnavailable):
-            await self.cache.bump_counter(koo_id, COUNTER_OF[event["kind"]], delta)
-            if author != event["user_id"]:
+            await self.cache.bump_counter(koo_id, COUNTER_OF[event.kind], delta)
+            if author != event.user_id:
                 await self.cache.affinity_changed(
-                    event["user_id"], author, delta * REACTION_WEIGHT[event["kind"]]
+                    event.user_id, author, delta * REACTION_WEIGHT[event.kind]
                 )
         return APPLIED
 
     # --- relations --------------------------------------------------------------------
 
-    @staticmethod
-    def _relation_parts(event: dict[str, Any]) -> tuple[str, str, str, bool]:
-        """(user, kind, other, on) of a relation event."""
-        kind_of = {
-            "user_followed": (keys.REL_FOLLOW, True),
-            "user_unfollowed": (keys.REL_FOLLOW, False),
-            "user_blocked": (keys.REL_BLOCK, True),
-            "user_unblocked": (keys.REL_BLOCK, False),
-            "user_muted": (keys.REL_MUTE, True),
-            "user_unmuted": (keys.REL_MUTE, False),
-        }
-        kind, on = kind_of[event["type"]]
-        if kind == keys.REL_FOLLOW:
-            return event["follower_id"], kind, event["followee_id"], on
-        return event["user_id"], kind, event["target_id"], on
-
-    async def _relation(self, event: dict[str, Any], stored: dict[str, Any]) -> str:
-        user, kind, other, on = self._relation_parts(event)
-        at = event["occurred_at"]
+    async def _relation(self, event: Relation) -> str:
+        user, kind, other, at = event.user, event.KIND, event.other, event.occurred_at
         relations = self.stores.relations
         items = [
             relations.switch_on_item(user, kind, other, at)
-            if on else relations.switch_off_item(user, kind, other, at)
+            if event.ON else relations.switch_off_item(user, kind, other, at)
         ]
         if kind == keys.REL_FOLLOW:
-            delta = 1 if on else -1
+            delta = 1 if event.ON else -1
             items.append(self.stores.users.counter_item(other, "followers", delta))
             items.append(self.stores.users.counter_item(user, "following", delta))
         for _ in range(SETTLE_ATTEMPTS):
             failed = await self._commit(event, items)
             if failed is None:
                 return APPLIED
-            if await relations.settle(user, kind, other, at, on):
+            if await relations.settle(user, kind, other, at, event.ON):
                 return await self._record(event, NOOP)
             # An older event changed the row between our write and settle: go again.
         raise StorageUnavailable(f"relation {user} {kind} {other} keeps changing", "contended")
 
-    async def _after_relation(
-        self, event: dict[str, Any], outcome: str, stored: dict[str, Any]
-    ) -> str:
-        """Bring the cache and the timelines in line with the relation's current state."""
-        user, kind, other, on = self._relation_parts(event)
-        if outcome == APPLIED:
-            active = on  # this event just set the state
+    async def _after_relation(self, event: Relation, done: Committed) -> None:
+        """Bring the cache in line with the relation's current state, and enqueue the
+        timeline work it calls for."""
+        user, kind, other = event.user, event.KIND, event.other
+        if done.outcome == APPLIED:
+            active = event.ON  # this event just set the state
         else:
             active = await self.stores.relations.is_active(user, kind, other)
         if kind == keys.REL_FOLLOW:
             with contextlib.suppress(StorageUnavailable):
                 await self.cache.drop_profiles(user, other)  # their counters changed
-        set_of = {keys.REL_FOLLOW: keys.following, keys.REL_BLOCK: keys.blocking,
-                  keys.REL_MUTE: keys.muting}[kind]
-        await self.cache.relation_changed(set_of(user), other, active)
+        await self.cache.relation_changed(_RELATION_SET[kind](user), other, active)
         if kind == keys.REL_BLOCK:
             await self.cache.relation_changed(keys.blocked_by(other), user, active)
-        tag = event["event_id"]
+        tag = event.event_id
         if kind == keys.REL_FOLLOW:
-            await self._check_celebrity(other, tag, event["occurred_at"])
+            await self._check_celebrity(other, tag, event.occurred_at)
         if active and kind != keys.REL_FOLLOW:
             # Blocked or muted: take the other's koos out now (reads already filter them).
             await self._enqueue_unmerge(user, other, tag)
@@ -328,17 +310,15 @@ class EventApplier:
                 await self._enqueue_unmerge(other, user, tag)
         elif not active and kind == keys.REL_FOLLOW:
             await self._enqueue_unmerge(user, other, tag)
-        elif active:
-            await self.jobs.enqueue(job.MERGE_AUTHOR, user, other,
-                                    job_id=keys.merge_job(user, other, tag))
         else:
-            # Unblocked or unmuted: what the reader follows comes back.
-            await self.jobs.enqueue(job.MERGE_AUTHOR, user, other,
-                                    job_id=keys.merge_job(user, other, tag))
-            if kind == keys.REL_BLOCK:
-                await self.jobs.enqueue(job.MERGE_AUTHOR, other, user,
-                                        job_id=keys.merge_job(other, user, tag))
-        return APPLIED
+            # Followed, or unblocked or unmuted: what the reader follows comes back.
+            await self._enqueue_merge(user, other, tag)
+            if not active and kind == keys.REL_BLOCK:
+                await self._enqueue_merge(other, user, tag)
+
+    async def _enqueue_merge(self, reader: str, author: str, tag: str) -> None:
+        await self.jobs.enqueue(job.MERGE_AUTHOR, reader, author,
+                                job_id=keys.merge_job(reader, author, tag))
 
     async def _enqueue_unmerge(self, reader: str, author: str, tag: str) -> None:
         await self.jobs.enqueue(job.PURGE_AUTHOR, reader, author,
@@ -352,56 +332,3 @@ class EventApplier:
         elif followers < self.settings.celebrity_followers and celebrity:
             await self.jobs.enqueue(job.DEMOTE_CELEBRITY, author,
                                     job_id=keys.demote_job(author, tag))
-
-    # --- follow-up jobs (called by the workers) ------------------------------------------
-
-    async def visible(self, reader: str, author: str) -> bool:
-        """Whether the reader should currently see the author's koos in their timeline."""
-        if reader == author:
-            return True
-        active = await self.stores.relations.active_among([
-            (reader, keys.REL_FOLLOW, author),
-            (reader, keys.REL_BLOCK, author),
-            (reader, keys.REL_MUTE, author),
-            (author, keys.REL_BLOCK, reader),
-        ])
-        follows, blocks, mutes, blocked = active
-        return follows and not (blocks or mutes or blocked)
-
-    async def merge_author(self, reader: str, author: str) -> int:
-        """Job: bring an author's recent koos into a reader's timeline, if still visible."""
-        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
-        if not recent:
-            return 0
-        if not await self.visible(reader, author):
-            return 0
-        if (await self.stores.users.reach(author))[1]:
-            return 0  # a celebrity: pulled at read time
-        return await self.manager.merge(reader, author, recent=recent)
-
-    async def demote(self, author: str) -> int:
-        """Job: an author fell below the celebrity threshold. Followers who followed while
-        the author was pulled never got timeline rows: merge the author's recent koos into
-        theirs, then fan out the pulled koos and stop pulling (FanOut.demote)."""
-        followers, _ = await self.stores.users.reach(author)
-        if followers >= self.settings.celebrity_followers:
-            return 0
-        since = await self.stores.users.celebrity_since(author)
-        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
-        merged = 0
-        if since is not None and recent:
-            async for page in self.stores.relations.incoming_pages(author, keys.REL_FOLLOW):
-                versions = await self.stores.relations.versions(
-                    [(f, keys.REL_FOLLOW, author) for f in page]
-                )
-                for follower, ver in zip(page, versions, strict=True):
-                    if ver is not None and ver >= since and await self.visible(follower, author):
-                        await self.manager.merge(follower, author, recent=recent)
-                        merged += 1
-        return merged + await self.fanout.demote(author)
-
-    async def unmerge_author(self, reader: str, author: str) -> int:
-        """Job: purge an author's koos from a reader's timeline, if still not visible."""
-        if await self.visible(reader, author):
-            return 0
-        return await self.manager.unmerge(reader, author)

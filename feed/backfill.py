@@ -25,6 +25,7 @@ from config.settings import Settings
 from feed import keys
 from feed.events import check_id
 from feed.jobs import BACKFILL_CHUNK
+from feed.progress import Progress
 
 __all__ = ["KINDS", "BackfillRun", "add_backfill_parser", "run_backfill"]
 
@@ -104,7 +105,9 @@ class BackfillRun:
 
 
 async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
-    from feed.services import ArqJobQueue, open_queue_redis
+    # The queue's and DynamoDB's clients are heavy to import, and `feed` imports this
+    # module for its parser on every start.
+    from feed.queue import ArqJobQueue, open_queue_redis
     from feed.store import open_dynamo
     from feed.store.users import Users
 
@@ -182,8 +185,6 @@ async def _enqueue(jobs: Any, run_id: str, kind: str, chunk: str, members: list[
 
 
 async def _wait(run: BackfillRun, wait_limit: float) -> int:
-    from feed.cli import Progress
-
     started = time.monotonic()
     progress: Progress | None = None
     while True:

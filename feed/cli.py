@@ -1,4 +1,9 @@
-"""The ``feed`` command line (CONTRACT.md "Operations")."""
+"""The ``feed`` command line.
+
+Commands whose modules are heavy (the workers, the API server, the demo, the
+DynamoDB client, the queue's client) import them when they run, so ``feed --help``
+and usage errors stay quick.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,17 @@ import asyncio
 import importlib.metadata
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 import orjson
 
 from config.settings import Settings, SettingsError
+from feed.backfill import add_backfill_parser, run_backfill
 from feed.errors import StorageError, ValidationFailed
+from feed.events import event_digest, validate_event
 from feed.logs import setup_logging
+from feed.progress import Progress
 
 __all__ = ["main"]
 
@@ -82,8 +89,6 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("file", help="path of the .jsonl file, or - for stdin")
     publish.add_argument("--batch", type=int, default=500, help="events per enqueue batch")
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    from feed.backfill import add_backfill_parser  # the backfill tool is a module of its own
 
     add_backfill_parser(sub)
     return parser
@@ -155,8 +160,6 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(publish_file(settings, args.file, batch=args.batch,
                                         quiet=args.quiet))
     if args.command == "backfill":
-        from feed.backfill import run_backfill
-
         return asyncio.run(run_backfill(settings, args))
     raise AssertionError(args.command)
 
@@ -200,41 +203,6 @@ async def _create_tables(settings: Settings) -> int:
     return EXIT_OK
 
 
-class Progress:
-    """A one-line progress bar on a terminal (plain periodic lines otherwise)."""
-
-    def __init__(self, label: str, total: int | None, stream: TextIO, *, quiet: bool) -> None:
-        self.label = label
-        self.total = total
-        self.stream = stream
-        self.quiet = quiet
-        self.started = time.monotonic()
-        self.last = 0.0
-        self.tty = stream.isatty()
-
-    def update(self, done: int, bad: int = 0, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if self.quiet or (not final and now - self.last < (0.1 if self.tty else 2.0)):
-            return
-        self.last = now
-        rate = done / max(now - self.started, 1e-9)
-        if self.total:
-            width = 30
-            filled = int(width * min(done, self.total) / self.total)
-            bar = "#" * filled + "-" * (width - filled)
-            text = f"{self.label} [{bar}] {done}/{self.total}"
-        else:
-            text = f"{self.label} {done}"
-        text += f"  {rate:,.0f}/s"
-        if bad:
-            text += f"  bad: {bad}"
-        if self.tty:
-            self.stream.write("\r" + text + ("\n" if final else ""))
-        else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
-
-
 # A command-line tool with nothing else on its loop: plain blocking file reads are fine.
 def _open_text(path: str) -> TextIO:
     return open(path, encoding="utf-8")
@@ -248,7 +216,6 @@ def _count_lines(path: str) -> int:
 async def publish_file(settings: Settings, path: str, *, batch: int = 500,
                        quiet: bool = False) -> int:
     """Publish a JSON-lines file; returns the exit code (1 if any line was bad)."""
-    from feed.events import event_digest, validate_event
     from feed.publisher import connect_publisher
 
     try:

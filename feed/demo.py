@@ -32,6 +32,7 @@ from feed.models import User
 from feed.reader import Reader
 from feed.services import Services, open_services
 from feed.store import create_tables, open_dynamo
+from workers.settings import run_workers
 
 __all__ = ["run_demo"]
 
@@ -122,7 +123,6 @@ async def run_demo(
             queue_factory=redis.queue_client if redis else None,
         ) as services:
             stop = asyncio.Event()
-            from workers.settings import run_workers
 
             worker = asyncio.create_task(
                 run_workers(settings, services=services, stop=stop, handle_signals=False)

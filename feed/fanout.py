@@ -5,7 +5,8 @@ index; the first chunk is delivered inline (a small author's koo is
 delivered by one job), the rest are enqueued as chunk jobs with their own job
 ids. Chunk ids are stable (first follower and size), and a koo records which
 chunks are done, so a re-run (after a crash, or by the sweeper) skips them.
-Celebrity koos are never fanned out: they are pulled at read time.
+Celebrity koos are never fanned out: they are pulled at read time. The
+:class:`~feed.timeline.FeedManager` owns one FanOut and is how the jobs reach it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from feed import jobs as job
 from feed import keys, metrics
@@ -21,7 +23,9 @@ from feed.jobs import JobQueue
 from feed.store import Entry
 from feed.store._codec import Item
 from feed.store.koos import FanoutState
-from feed.timeline import FeedManager
+
+if TYPE_CHECKING:
+    from feed.timeline import FeedManager
 
 __all__ = ["FanOut"]
 
@@ -140,38 +144,4 @@ class FanOut:
             ):
                 count += 1
                 log.warning("re-enqueued an overdue fan-out", extra={"koo_id": item["koo_id"]})
-        return count
-
-    async def demote(self, author: str) -> int:
-        """An author fell below the celebrity threshold: fan out their recent pulled koos,
-        then stop pulling. Returns how many koos were fanned out."""
-        followers, _ = await self.stores.users.counters(author)
-        if followers >= self.settings.celebrity_followers:
-            return 0
-        recent = await self.stores.koos.by_author(
-            author, limit=self.settings.celebrity_recent_items
-        )
-        count = 0
-        for koo_id, _ in recent:
-            if await self.stores.koos.unpull(koo_id):
-                await self.run(koo_id)
-                count += 1
-        # Only now stop pulling: until every koo above is delivered, reads still pull them.
-        await self.stores.users.set_celebrity(author, False)
-        await self.manager.cache.celebrity_changed(author, False)
-        return count
-
-    async def undeliver(self, koo_id: str) -> int:
-        """Purge a deleted koo from its author's and followers' timelines."""
-        item = await self.stores.koos.get(koo_id, consistent=True)
-        if item is None or "created_at" not in item:
-            return 0
-        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
-        await self.manager.unpush(entry, [entry.author_id])
-        count = 1
-        async for followers in self.stores.relations.incoming_pages(
-            entry.author_id, keys.REL_FOLLOW, page_size=self.settings.fanout_chunk_size
-        ):
-            await self.manager.unpush(entry, followers)
-            count += len(followers)
         return count

@@ -8,6 +8,7 @@ so they can never contain a brace, colon or wildcard.
 from __future__ import annotations
 
 import hashlib
+import time
 
 # --- arq queues (on the queue Redis) --------------------------------------------------
 
@@ -18,11 +19,29 @@ QUEUES = {"realtime": QUEUE_REALTIME, "backfill": QUEUE_BACKFILL}
 # --- timeline sort keys ---------------------------------------------------------------
 
 SORT_SEP = "#"
+# Every sentinel member of a cached set starts with this; ids never do ([A-Za-z0-9_-]).
+SENTINEL_PREFIX = "!"
 TIMELINE_READY = "!ready"  # sentinel member of a complete cached timeline (score +inf)
 TIMELINE_BUILDING = "!building"  # sentinel member while a rebuild is in progress
 COMPLETE = "!all"  # sentinel of a cached author set that holds the author's whole history
 LOADED = "!"  # sentinel member of a cached set that has been loaded from storage
+TRENDING_AT = "!at:"  # sentinel member of a trending list: when it was computed, in ms
 READY_PROBE_USER = "!ready"  # a user id no user can have: /readyz reads it from DynamoDB
+
+
+def is_sentinel(member: str) -> bool:
+    """True for a sentinel member of a cached set, never for an id."""
+    return member.startswith(SENTINEL_PREFIX)
+
+
+def trending_computed_at(computed_ms: int) -> str:
+    """The sentinel member recording when a trending list was computed."""
+    return f"{TRENDING_AT}{computed_ms}"
+
+
+def lang_day(lang: str, created_ms: int) -> str:
+    """Partition of the koos' language index: one per language and UTC day."""
+    return f"{lang}{SORT_SEP}{time.strftime('%Y%m%d', time.gmtime(created_ms / 1000))}"
 
 
 def sort_key(created_ms: int, koo_id: str) -> str:

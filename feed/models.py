@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Koo", "Reaction", "User"]
+__all__ = ["Koo", "Reaction", "RelationSets", "User"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,3 +101,33 @@ class Reaction:
 
     def as_json(self) -> dict[str, Any]:
         return {"user_id": self.user_id, "kind": self.kind, "created_at": self.created_at}
+
+
+@dataclass(frozen=True, slots=True)
+class RelationSets:
+    """A reader's relations, and the one rule of who may see whom (:meth:`sees`)."""
+
+    following: frozenset[str]
+    blocking: frozenset[str]
+    muting: frozenset[str]
+    blocked_by: frozenset[str]
+    # Authors whose koos never appear for this reader: those they block or mute, and
+    # those who block them.
+    hidden: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", self.blocking | self.muting | self.blocked_by)
+
+    @classmethod
+    def with_author(cls, author: str, *, follows: bool, blocks: bool, mutes: bool,
+                    blocked_by: bool) -> RelationSets:
+        """A reader's relations with one author only (enough for :meth:`sees` of them)."""
+        one = frozenset((author,))
+        none: frozenset[str] = frozenset()
+        return cls(following=one if follows else none, blocking=one if blocks else none,
+                   muting=one if mutes else none, blocked_by=one if blocked_by else none)
+
+    def sees(self, reader: str, author: str) -> bool:
+        """Whether ``reader`` (whose relations these are) sees ``author``'s koos in their
+        feed: their own, and those of whom they follow, unless hidden."""
+        return author == reader or (author in self.following and author not in self.hidden)

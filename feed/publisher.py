@@ -2,14 +2,20 @@
 
 Example, from any Python service that can reach the queue's Redis::
 
+    import asyncio
+
     from config.settings import Settings
     from feed.publisher import connect_publisher
 
-    async with connect_publisher(Settings.from_env()) as publisher:
-        accepted = await publisher.publish([
-            {"type": "user_followed", "event_id": "e-1", "occurred_at": 1764150000000,
-             "follower_id": "asha", "followee_id": "ravi"},
-        ])
+    async def main() -> None:
+        async with connect_publisher(Settings.from_env()) as publisher:
+            accepted = await publisher.publish([
+                {"type": "user_followed", "event_id": "e-1", "occurred_at": 1764150000000,
+                 "follower_id": "asha", "followee_id": "ravi"},
+            ])
+            print(accepted)
+
+    asyncio.run(main())
 
 ``publish`` validates the whole batch first and enqueues nothing if any
 event is invalid (raising :class:`feed.errors.ValidationFailed` with one
@@ -28,8 +34,9 @@ from typing import Any
 
 from config.settings import Settings
 from feed import keys
-from feed.events import event_digest, validate_batch, validate_event
+from feed.events import event_digest, validate_batch
 from feed.jobs import APPLY_EVENT, JobQueue
+from feed.queue import ArqJobQueue, open_queue_redis
 
 __all__ = ["EventPublisher", "connect_publisher"]
 
@@ -46,10 +53,6 @@ class EventPublisher:
         await self._enqueue(valid)
         return len(valid)
 
-    async def publish_one(self, event: object) -> None:
-        """Validate and enqueue one event."""
-        await self._enqueue([validate_event(event)])
-
     async def _enqueue(self, events: list[dict[str, Any]]) -> None:
         semaphore = asyncio.Semaphore(_CONCURRENCY)
 
@@ -64,8 +67,6 @@ class EventPublisher:
 @contextlib.asynccontextmanager
 async def connect_publisher(settings: Settings) -> AsyncIterator[EventPublisher]:
     """A publisher with its own connection to the queue's Redis (closed on exit)."""
-    from feed.services import ArqJobQueue, open_queue_redis  # avoid an import cycle
-
     redis = open_queue_redis(settings)
     try:
         yield EventPublisher(ArqJobQueue(redis))

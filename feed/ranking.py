@@ -3,15 +3,26 @@
 A koo's score is the sum of four named components (``explain=true`` shows
 them):
 
-- ``recency``: ``w_recency * 0.5 ** (age_hours / half_life_hours)``, in (0, w];
+- ``recency``: ``w_recency * 0.5 ** (age_hours / half_life_hours)``: w for a
+  koo not older than ``now``, halved every half-life;
 - ``engagement``: ``w_engagement * log1p(likes + 2 * rekoos + 3 * comments)``;
 - ``affinity``: ``w_affinity * log1p(reader's reaction weight on the author)``;
 - ``diversity``: ``-w_diversity * n``, where n counts newer koos by the same
   author already in the page, so one author cannot fill a page.
 
-Recency strictly decreases with age and ties are broken by time and id, so
-with equal engagement and affinity (and the same author, or different authors
-seen equally often) a newer koo ranks higher.
+Ties are broken by time, then id (the newer, then the greater id, first), so
+the order is the same whatever order the candidates come in.
+
+The promise on time: of two koos with equal engagement and affinity, the newer
+ranks higher unless its diversity component is lower. So it always holds
+between two koos of one author (the newer has fewer newer koos of that author
+in the page), and between koos with as many newer koos of their own author in
+the page; diversity may lift an older koo of another author above an author's
+second or later koo, which is what it is for. Readers notice one author
+filling a page, or an author's koos out of order, far more than a slightly
+older koo from someone else coming first; and diversity that could never
+reorder koos of equal engagement and affinity would let the slightest
+engagement difference switch it on or off.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ from dataclasses import dataclass
 from config.settings import RankWeights
 from feed.models import Koo
 
-__all__ = ["COMPONENTS", "Ranked", "engagement_of", "rank", "score_koo"]
+__all__ = ["COMPONENTS", "Ranked", "engagement_of", "interleave", "rank", "score_koo"]
 
 COMPONENTS = ("recency", "engagement", "affinity", "diversity")
 MS_PER_HOUR = 3_600_000

@@ -15,10 +15,9 @@ from typing import Any
 
 from config.settings import Settings
 from feed import keys, ranking, recommend
-from feed.cache import RelationSets
 from feed.cursor import CursorCodec, InvalidCursor
 from feed.errors import NotFound, StorageUnavailable
-from feed.models import Koo, User
+from feed.models import Koo, RelationSets, User
 from feed.ranking import Ranked
 from feed.recommend import KooPick, UserPick
 from feed.timeline import FeedManager
@@ -180,7 +179,7 @@ class Reader:
         """Who to follow: stored by the backfill job, computed on the fly when missing."""
         user = await self.user(reader)
         relations = await self.manager.relations_of(reader)
-        excluded = relations.following | relations.hidden()
+        excluded = relations.following | relations.hidden
         stored = await self.manager.stored_recommendations(reader, "follows")
         if stored:
             picks = [UserPick(s["target"], s["score"], s["reason"]) for s in stored]
@@ -216,7 +215,7 @@ class Reader:
             ranked = [KooPick(koo_id, score, "") for koo_id, score in
                       await self.trending_ids(user.lang, now_ms=now_ms, limit=TRENDING_FIRST)]
             whole = len(ranked) < TRENDING_FIRST
-        excluded = relations.hidden()
+        excluded = relations.hidden
         out: list[tuple[Koo, KooPick]] = []
         start = 0
         while len(out) < limit:
@@ -335,7 +334,7 @@ class Reader:
         with contextlib.suppress(StorageUnavailable):
             popular = await self.cache.popular_authors(user.lang, 50)
         return recommend.recommend_follows(
-            user.user_id, excluded=relations.following | relations.hidden(),
+            user.user_id, excluded=relations.following | relations.hidden,
             mutual_counts=mutual, popular=popular, lang=user.lang, limit=100,
         )
 
@@ -348,7 +347,7 @@ class Reader:
         trending = await self.trending(user.lang, now_ms=now_ms)
         koos = recommend.recommend_koos(
             reader, trending_koos=trending, following=relations.following,
-            excluded=relations.hidden(), limit=100,
+            excluded=relations.hidden, limit=100,
         )
         await self.stores.recommendations.save(
             reader, "follows",

@@ -8,86 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from config.settings import Settings
-from feed import keys
 from feed.apply import EventApplier
 from feed.cache import Cache, RedisClient
-from feed.errors import StorageUnavailable
-from feed.jobs import Job
 from feed.publisher import EventPublisher
+from feed.queue import ArqJobQueue, open_queue_redis
 from feed.store import Stores, open_dynamo, open_regions
 from feed.timeline import FeedManager
 
-__all__ = [
-    "ArqJobQueue",
-    "Services",
-    "deserialize_job",
-    "open_cache_redis",
-    "open_queue_redis",
-    "open_services",
-    "serialize_job",
-]
+__all__ = ["Services", "open_cache_redis", "open_services"]
 
 log = logging.getLogger(__name__)
-
-
-def serialize_job(data: dict[str, Any]) -> bytes:
-    """Jobs and results are JSON (orjson), never pickle; exceptions become their repr.
-
-    A result (arq keeps it for a while, with the job's arguments) keeps ids only: a
-    signup's handle and language must not outlive the job in the queue's Redis.
-    """
-    if "s" in data and "r" in data:  # arq's result record
-        data = {**data, "a": _ids_only(data.get("a", ())), "k": _ids_only(data.get("k", {}))}
-    return orjson.dumps(data, default=repr)
-
-
-def _ids_only(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _ids_only(v) for k, v in value.items()
-                if k == "type" or k.endswith(("_id", "_ids"))}
-    if isinstance(value, list | tuple):
-        return [_ids_only(v) for v in value]
-    return value
-
-
-def deserialize_job(raw: bytes) -> Any:
-    return orjson.loads(raw)
-
-
-class ArqJobQueue:
-    """:class:`feed.jobs.JobQueue` over arq."""
-
-    def __init__(self, pool: ArqRedis) -> None:
-        self.pool = pool
-
-    async def enqueue(
-        self, job: Job, *args: Any, job_id: str, defer_seconds: float | None = None,
-    ) -> bool:
-        try:
-            queued = await self.pool.enqueue_job(
-                job.name, *args, _job_id=job_id, _queue_name=keys.QUEUES[job.queue],
-                _defer_by=defer_seconds,
-            )
-        except (RedisError, OSError) as exc:  # the queue did not answer: 503, not 500
-            raise StorageUnavailable(f"queue redis: {exc}", type(exc).__name__) from exc
-        return queued is not None
-
-    async def depth(self, queue: str) -> int:
-        """Jobs due now in one queue (deferred jobs and the sweeper's next run not counted)."""
-        now_ms = int(time.time() * 1000)
-        return int(await self.pool.zcount(keys.QUEUES[queue], "-inf", now_ms))
 
 
 @dataclass
@@ -106,20 +45,6 @@ class Services:
 
 def _unset_factory() -> ArqRedis:
     raise RuntimeError("no queue Redis factory configured")
-
-
-def open_queue_redis(settings: Settings) -> ArqRedis:
-    """The queue's Redis (standalone: arq has no cluster mode), with timeouts."""
-    pool = ConnectionPool.from_url(
-        settings.redis_url,
-        socket_timeout=max(settings.redis_timeout, 5.0),
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-    )
-    return ArqRedis(
-        pool, job_serializer=serialize_job, job_deserializer=deserialize_job,
-        default_queue_name=keys.QUEUE_REALTIME,
-    )
 
 
 async def open_cache_redis(settings: Settings) -> RedisClient:
@@ -169,9 +94,9 @@ async def open_services(
         stack.push_async_callback(queue_redis.aclose)
         stores = Stores(db, regions)
         cache = Cache(cache_redis, settings)
-        manager = FeedManager(settings, stores, cache)
-        stack.push_async_callback(manager.drain)
         jobs = ArqJobQueue(queue_redis)
+        manager = FeedManager(settings, stores, cache, jobs)
+        stack.push_async_callback(manager.drain)
         yield Services(
             settings=settings,
             stores=stores,

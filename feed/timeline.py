@@ -1,63 +1,47 @@
-"""Every timeline operation, in matched pairs, over DynamoDB and the hot cache.
+"""Every timeline operation, over DynamoDB and the hot cache: :class:`FeedManager`.
 
-``push``/``unpush`` deliver one koo to many readers (fan-out, deletes);
-``merge``/``unmerge`` bring one author's koos into or out of one reader's
-timeline (follow, unfollow, block, mute); ``populate`` rebuilds a reader's
-cached timeline from DynamoDB, once (single-flight). ``candidates`` walks a
-reader's timeline and followed celebrities' koos in time order for the read
-path. DynamoDB is written first, then the cache, so the cache never holds
-what storage lacks.
+Matched pairs: ``push``/``unpush`` deliver one koo to many readers (fan-out,
+deletes); ``merge``/``unmerge`` bring one author's koos into or out of one
+reader's timeline (follow, unfollow, block, mute). Each job of the workers is
+one call here: ``deliver_new_koo``, ``fan_out`` and ``deliver_chunk`` (via
+:class:`~feed.fanout.FanOut`), ``undeliver``, ``merge_author``,
+``unmerge_author``, ``demote``, ``rebuild`` and ``trim``. The read path's walk
+is inherited from :class:`~feed.candidates.CandidateWalk`. DynamoDB is written
+first, then the cache, so the cache never holds what storage lacks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 from config.settings import Settings
 from feed import keys
-from feed.cache import Cache, RelationSets, TimelineWindow
+from feed.cache import Cache
+from feed.candidates import CandidateWalk
 from feed.errors import StorageUnavailable
-from feed.models import Koo
+from feed.fanout import FanOut
+from feed.jobs import JobQueue
+from feed.models import RelationSets
 from feed.store import Entry, Stores
-from feed.views import REACTION_WEIGHT, ReaderViews
+from feed.store.koos import FanoutState
+from feed.views import REACTION_WEIGHT
 
-__all__ = ["REACTION_WEIGHT", "Candidate", "FeedManager", "Slice"]
+__all__ = ["REACTION_WEIGHT", "FeedManager"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A koo that may be shown in a reader's feed, before ranking."""
+class FeedManager(CandidateWalk):
+    """Owns the timelines: storage, cache, fan-out and rebuilds (and, from
+    :class:`CandidateWalk`, the read path's walk and reads about readers and koos)."""
 
-    koo: Koo
-    reason: str  # "following", "self" or "celebrity"
-
-    @property
-    def position(self) -> tuple[int, str]:
-        return self.koo.created_at, self.koo.koo_id
-
-
-@dataclass(frozen=True, slots=True)
-class Slice:
-    """One page worth of eligible candidates in time order, and where to go on from."""
-
-    candidates: list[Candidate]
-    boundary: tuple[int, str] | None  # the oldest position consumed
-    more: bool
-
-
-class FeedManager(ReaderViews):
-    """Owns the timelines: storage, cache and the single-flight rebuilds (and, from
-    :class:`ReaderViews`, the reads about readers and koos that the read path needs)."""
-
-    def __init__(self, settings: Settings, stores: Stores, cache: Cache) -> None:
+    def __init__(self, settings: Settings, stores: Stores, cache: Cache,
+                 jobs: JobQueue) -> None:
         super().__init__(settings, stores, cache)
-        self._background: dict[str, asyncio.Task[None]] = {}  # reader -> its rebuild
+        self.fanout = FanOut(self, jobs)
 
     # --- push / unpush: one koo, many readers ------------------------------------------
 
@@ -132,11 +116,10 @@ class FeedManager(ReaderViews):
         """Rebuild a reader's stored timeline from the graph: the recent koos of everyone
         they follow and see (celebrities are pulled at read time), and their own; then
         apply the per-reader cap and refresh the cache. Returns the rows written."""
-        outgoing = await self.stores.relations.outgoing(reader)
-        hidden = outgoing["block"] | outgoing["mute"]
-        hidden |= await self.stores.relations.incoming(reader, "block")
+        relations = await self.read_relations(reader)
         celebrities = set(await self.stores.users.celebrities())
-        authors = [*sorted(outgoing["follow"] - hidden - celebrities), reader]
+        authors = [*sorted(a for a in relations.following - celebrities
+                           if relations.sees(reader, a)), reader]
         written = 0
         for author in authors:
             written += await self.merge(reader, author)
@@ -147,215 +130,121 @@ class FeedManager(ReaderViews):
                 await self.populate(reader)
         return written
 
-    # --- populate: rebuild one reader's cached timeline --------------------------------
+    # --- one koo to its readers: the jobs of new and deleted koos ----------------------
 
-    async def populate(self, reader: str) -> bool:
-        """Rebuild the reader's cached timeline unless another process is doing it."""
-        token = await self.cache.acquire_rebuild(reader)
-        if token is None:
-            return False
-        try:
-            entries, more = await self.stores.timelines.page(
-                reader, limit=self.settings.timeline_cache_items
-            )
-            await self.cache.complete_rebuild(
-                reader, token, [(e.koo_id, e.created_at) for e in entries], complete=not more,
-            )
-        except BaseException:
-            await self.cache.release_rebuild(reader, token)
-            raise
-        return True
+    async def deliver_new_koo(self, koo_id: str, *, item: dict[str, Any] | None = None) -> str:
+        """A new koo enters feeds: the author's recent set, then the fan-out to followers
+        (or, for a pulled author, the author's own timeline only). ``item``: the koo as
+        just stored, if known."""
+        if item is None:
+            item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or item.get("deleted") or "created_at" not in item:
+            return "gone"
+        entry = Entry(item["koo_id"], item["author_id"], int(item["created_at"]))
+        await self.cache.author_recent_add(entry.author_id, entry.koo_id, entry.created_at)
+        state = item.get("fanout_state")
+        if state == FanoutState.PULL:
+            await self.push(entry, [entry.author_id])
+            return "pulled"
+        if state in (FanoutState.PENDING, FanoutState.RUNNING):
+            return await self.fanout.run(entry.koo_id, item=item)
+        return str(state)
 
-    def populate_soon(self, reader: str) -> None:
-        """Start a background rebuild, unless one for this reader is running here
-        (``populate`` is single-flight across processes too)."""
-        if reader in self._background:
-            return
-        task = asyncio.get_running_loop().create_task(self._populate_quietly(reader))
-        self._background[reader] = task
-        task.add_done_callback(lambda _: self._background.pop(reader, None))
+    async def fan_out(self, koo_id: str, attempt: int = 0) -> str:
+        """Resume (or run) the fan-out of one koo: the sweeper's job."""
+        return await self.fanout.run(koo_id, attempt)
 
-    async def _populate_quietly(self, reader: str) -> None:
-        # Nobody awaits this task: a failure is logged here or it would go unseen. The
-        # cache stays unready, so the reader's next read starts another rebuild.
-        try:
-            await self.populate(reader)
-        except StorageUnavailable as exc:
-            log.warning("timeline rebuild failed", extra={"user_id": reader, "error": str(exc)})
-        except Exception:
-            log.exception("timeline rebuild failed", extra={"user_id": reader})
+    async def deliver_chunk(
+        self, koo_id: str, chunk: str, followers: Sequence[str], *,
+        author: str | None = None, created: int | None = None,
+    ) -> str:
+        """One chunk of a large fan-out."""
+        return await self.fanout.deliver_chunk(koo_id, chunk, followers, author=author,
+                                               created=created)
 
-    async def drain(self) -> None:
-        """Wait for background rebuilds (on shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background.values(), return_exceptions=True)
+    async def sweep_fanouts(self) -> int:
+        """Re-enqueue fan-outs past their deadline; returns how many."""
+        return await self.fanout.sweep()
 
-    # --- candidates: the read path ------------------------------------------------------
+    async def undeliver(self, koo_id: str) -> int:
+        """Purge a deleted koo from its author's and followers' stored timelines."""
+        item = await self.stores.koos.get(koo_id, consistent=True)
+        if item is None or "created_at" not in item:
+            return 0
+        entry = Entry(koo_id, item["author_id"], int(item["created_at"]))
+        await self.unpush(entry, [entry.author_id])
+        count = 1
+        async for followers in self.stores.relations.incoming_pages(
+            entry.author_id, keys.REL_FOLLOW, page_size=self.settings.fanout_chunk_size
+        ):
+            await self.unpush(entry, followers)
+            count += len(followers)
+        return count
 
-    @staticmethod
-    def batch_for(want: int) -> int:
-        """Entries read per step of :meth:`candidates` (a snapshot's window size)."""
-        return max(want * 2, 16)
+    # --- one author and one reader: the jobs of relation changes -----------------------
 
-    async def candidates(
-        self, reader: str, relations: RelationSets, *, want: int,
-        before: tuple[int, str] | None = None, celebrities: frozenset[str] | None = None,
-        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
-    ) -> Slice:
-        """The next ``want`` eligible koos of the reader's feed, newest first.
+    async def visible(self, reader: str, author: str) -> bool:
+        """Whether the reader should currently see the author's koos, from DynamoDB."""
+        if reader == author:
+            return True
+        follows, blocks, mutes, blocked_by = await self.stores.relations.active_among([
+            (reader, keys.REL_FOLLOW, author),
+            (reader, keys.REL_BLOCK, author),
+            (reader, keys.REL_MUTE, author),
+            (author, keys.REL_BLOCK, reader),
+        ])
+        relations = RelationSets.with_author(author, follows=follows, blocks=blocks,
+                                             mutes=mutes, blocked_by=blocked_by)
+        return relations.sees(reader, author)
 
-        Walks the timeline (cache window, then DynamoDB) and the recent koos of
-        followed celebrities together in time order, dropping deleted koos and
-        authors the reader no longer follows, blocks or mutes, or who block them.
-        ``celebrities``, ``window`` and ``page`` (the same :meth:`batch_for` entries
-        from ``before`` in DynamoDB, for when the cache holds no window) are used when
-        the caller has read them already.
-        """
-        hidden = relations.hidden()
-        if celebrities is None:
-            celebrities = await self.celebrities()
-        pulled_from = (relations.following & celebrities) - hidden
-        out: list[Candidate] = []
-        seen: set[str] = set()
-        cursor = before
-        batch = self.batch_for(want)
-        while True:
-            timeline, timeline_more = await self._timeline_slice(reader, cursor, batch,
-                                                                 window=window, page=page)
-            window, page = None, None
-            pulled, pulled_horizon = await self._celebrity_slice(
-                sorted(pulled_from), cursor, batch
-            )
-            horizon = pulled_horizon
-            if timeline_more and timeline:
-                last = (timeline[-1][1], timeline[-1][0])
-                horizon = last if horizon is None else max(horizon, last)
-            merged: dict[str, tuple[int, str, str]] = {}
-            for koo_id, created, source in (*timeline, *pulled):
-                if koo_id not in seen and (horizon is None or (created, koo_id) >= horizon):
-                    merged.setdefault(koo_id, (created, koo_id, source))
-            ordered = sorted(merged.values(), reverse=True)
-            if not ordered:
-                return Slice(out, cursor, False)
-            # Bodies a few more than still wanted at a time, newest first: most entries
-            # are eligible, so one round trip usually does.
-            start = 0
-            while start < len(ordered):
-                need = want - len(out)
-                chunk = ordered[start:start + need + need // 2 + 4]
-                start += len(chunk)
-                bodies = await self.koos([koo_id for _, koo_id, _ in chunk])
-                for created, koo_id, source in chunk:
-                    seen.add(koo_id)
-                    cursor = (created, koo_id)
-                    koo = bodies.get(koo_id)
-                    if koo is None or koo.deleted or koo.author_id in hidden:
-                        continue
-                    if koo.author_id == reader:
-                        reason = "self"
-                    elif koo.author_id in relations.following:
-                        reason = "celebrity" if source == "celebrity" else "following"
-                    else:
-                        continue
-                    out.append(Candidate(koo, reason))
-                    if len(out) == want:
-                        more = (timeline_more or horizon is not None
-                                or cursor != ordered[-1][:2])
-                        return Slice(out, cursor, more)
-            if horizon is None and not timeline_more:
-                return Slice(out, cursor, False)
+    async def merge_author(self, reader: str, author: str) -> int:
+        """After a follow, unblock or unmute: the author's recent koos join the reader's
+        timeline, if the reader still sees them and the author is not pulled."""
+        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
+        if not recent:
+            return 0
+        if not await self.visible(reader, author):
+            return 0
+        if (await self.stores.users.reach(author))[1]:
+            return 0  # a celebrity: pulled at read time
+        return await self.merge(reader, author, recent=recent)
 
-    async def _timeline_slice(
-        self, reader: str, before: tuple[int, str] | None, limit: int,
-        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
-    ) -> tuple[list[tuple[str, int, str]], bool]:
-        """(koo_id, created, "timeline") newest first; and whether more may follow.
-        ``page``: these ``limit`` entries from ``before``, already read from DynamoDB."""
-        found: list[tuple[str, int, str]] = []
-        if window is None and page is None:
-            with contextlib.suppress(StorageUnavailable):
-                window = await self.cache.window(reader, limit=limit, before=before)
-        if window is not None and window.ready:
-            page = None  # read for want of a window: not what follows this one
-            found = [(k, c, "timeline") for k, c in window.entries]
-            if not window.exhausted:
-                return found, True
-            if window.complete:
-                return found, False  # nothing older in DynamoDB
-            if found:
-                before = (found[-1][1], found[-1][0])
-        elif window is not None:
-            self.populate_soon(reader)
-        # The cache holds the newest entries only: older ones come from DynamoDB.
-        rest = limit - len(found)
-        if rest <= 0:
-            return found, True
-        entries, more = page if page is not None else await self.stores.timelines.page(
-            reader, limit=rest, before=keys.sort_key(*before) if before else None
+    async def unmerge_author(self, reader: str, author: str) -> int:
+        """After an unfollow, block or mute: the author's koos leave the reader's stored
+        timeline, if the reader still does not see them."""
+        if await self.visible(reader, author):
+            return 0
+        return await self.unmerge(reader, author)
+
+    async def demote(self, author: str) -> int:
+        """An author fell below the celebrity threshold. Followers who followed while the
+        author was pulled never got timeline rows: merge the author's recent koos into
+        theirs; then fan out the koos that were pulled, and only then stop pulling (until
+        every one is delivered, reads still pull them). Returns the koos fanned out plus
+        the timelines merged."""
+        followers, _ = await self.stores.users.reach(author)
+        if followers >= self.settings.celebrity_followers:
+            return 0
+        since = await self.stores.users.celebrity_since(author)
+        recent = await self.stores.koos.by_author(author, limit=self.settings.backfill_on_follow)
+        merged = 0
+        if since is not None and recent:
+            async for page in self.stores.relations.incoming_pages(author, keys.REL_FOLLOW):
+                versions = await self.stores.relations.versions(
+                    [(f, keys.REL_FOLLOW, author) for f in page]
+                )
+                for follower, ver in zip(page, versions, strict=True):
+                    if ver is not None and ver >= since and await self.visible(follower, author):
+                        await self.merge(follower, author, recent=recent)
+                        merged += 1
+        pulled = await self.stores.koos.by_author(
+            author, limit=self.settings.celebrity_recent_items
         )
-        found += [(e.koo_id, e.created_at, "timeline") for e in entries]
-        return found, more
-
-    async def _celebrity_slice(
-        self, authors: Sequence[str], before: tuple[int, str] | None, limit: int
-    ) -> tuple[list[tuple[str, int, str]], tuple[int, str] | None]:
-        """Recent koos of followed celebrities older than ``before``; and the horizon: the
-        newest position below which some author may have more koos than fetched."""
-        if not authors:
-            return [], None
-        try:
-            cached = await self.cache.author_recent(authors, before=before, limit=limit)
-        except StorageUnavailable:
-            cached = dict.fromkeys(authors)
-        rows: dict[str, list[tuple[str, int]]] = {}
-        from_storage: list[tuple[str, tuple[int, str] | None]] = []
-        fresh: list[str] = []
-        for author in authors:
-            hit = cached.get(author)
-            if hit is None:
-                if before is None:
-                    fresh.append(author)  # read their recent koos once, and cache them
-                else:
-                    from_storage.append((author, before))
-                continue
-            entries, complete = hit
-            rows[author] = entries
-            if len(entries) < limit and not complete:
-                # The cached set was trimmed: older koos are only in DynamoDB.
-                tail = (entries[-1][1], entries[-1][0]) if entries else before
-                from_storage.append((author, tail))
-        keep = self.settings.celebrity_recent_items
-        recents = await asyncio.gather(*(self._recent_of(a) for a in fresh))
-        for author, recent in zip(fresh, recents, strict=True):
-            rows[author] = recent[:limit]
-            if len(recent) < limit and len(recent) >= keep:
-                # More than the cache keeps, fewer than this read wants: read on.
-                from_storage.append((author, (recent[-1][1], recent[-1][0])))
-        loaded = await asyncio.gather(*(
-            self.stores.koos.by_author(a, limit=limit - len(rows.get(a, [])), before=b)
-            for a, b in from_storage
-        ))
-        for (author, _), entries in zip(from_storage, loaded, strict=True):
-            rows[author] = rows.get(author, []) + entries
-        found: list[tuple[str, int, str]] = []
-        horizon: tuple[int, str] | None = None
-        for entries in rows.values():
-            found += [(k, c, "celebrity") for k, c in entries]
-            if len(entries) >= limit:
-                last = (entries[-1][1], entries[-1][0])
-                horizon = last if horizon is None else max(horizon, last)
-        return found, horizon
-
-    async def _recent_of(self, author: str) -> list[tuple[str, int]]:
-        """A pulled author's recent koos from DynamoDB (FEED_CELEBRITY_RECENT_ITEMS of
-        them), cached for the next reads; concurrent readers share one query."""
-
-        async def load() -> list[tuple[str, int]]:
-            recent = await self.stores.koos.by_author(author, limit=keep)
-            with contextlib.suppress(StorageUnavailable):
-                await self.cache.store_author_recent(author, recent,
-                                                     complete=len(recent) < keep)
-            return recent
-
-        keep = self.settings.celebrity_recent_items
-        return await self._once(f"recent:{author}", load)
+        fanned = 0
+        for koo_id, _ in pulled:
+            if await self.stores.koos.unpull(koo_id):
+                await self.fanout.run(koo_id)
+                fanned += 1
+        await self.stores.users.set_celebrity(author, False)
+        await self.cache.celebrity_changed(author, False)
+        return merged + fanned

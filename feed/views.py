@@ -18,9 +18,9 @@ from typing import Any, TypeVar, cast
 
 from config.settings import Settings
 from feed import keys
-from feed.cache import Cache, RelationSets, TimelineWindow
+from feed.cache import Cache, TimelineWindow
 from feed.errors import NotFound, StorageUnavailable
-from feed.models import Koo, User
+from feed.models import Koo, RelationSets, User
 from feed.store import Entry, Stores
 
 __all__ = ["AFFINITY_SAMPLE", "REACTION_WEIGHT", "PageState", "ReaderViews"]
@@ -176,22 +176,16 @@ class ReaderViews:
 
         return await self._once("celebrities", load)
 
-    async def affinity_of(self, reader: str) -> dict[str, float]:
-        """author_id -> weight of the reader's recent reactions to that author's koos."""
-        with contextlib.suppress(StorageUnavailable):
-            cached = await self.cache.affinity(reader)
-            if cached is not None:
-                return cached
-        return await self.load_affinity(reader)
-
     async def load_affinity(self, reader: str) -> dict[str, float]:
+        """:meth:`read_affinity`, then cached for the next reads."""
         weights = await self.read_affinity(reader)
         with contextlib.suppress(StorageUnavailable):
             await self.cache.store_affinity(reader, weights)
         return weights
 
     async def read_affinity(self, reader: str) -> dict[str, float]:
-        """:meth:`affinity_of` from DynamoDB only."""
+        """author_id -> weight of the reader's recent reactions to that author's koos,
+        from DynamoDB."""
         weights: dict[str, float] = {}
         for item in await self.stores.reactions.recent_by_user(reader, limit=AFFINITY_SAMPLE):
             author = item.get("author_id")

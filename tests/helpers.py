@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from config.tables import USERS
 from feed import keys
 from feed.errors import ValidationFailed
 from feed.events import event_digest, validate_event
@@ -84,3 +85,12 @@ async def apply_all(svc: Services, *events: dict[str, Any]) -> None:
     for start in range(0, len(events), 500):
         await svc.publisher.publish(list(events[start:start + 500]))
     await drain(svc)
+
+
+async def user_counters(svc: Services, user_id: str) -> tuple[int, int]:
+    """(followers, following) of a user as stored (0, 0 for an unknown user)."""
+    item = await svc.stores.db.get(USERS, {"user_id": user_id}, consistent=True,
+                                   attributes=["followers", "following"])
+    if not item:
+        return 0, 0
+    return int(item.get("followers", 0)), int(item.get("following", 0))

@@ -21,6 +21,7 @@ from redis.crc import key_slot
 
 from feed import keys
 from feed._embedded import free_port
+from feed.api.ratelimit import TokenBuckets
 from feed.reader import Reader
 from feed.services import Services, open_services
 from tests.conftest import uid
@@ -138,7 +139,8 @@ async def test_single_flight_rebuild_and_rate_limit_on_a_cluster(on_cluster: Ser
     tokens = await asyncio.gather(*(svc.cache.acquire_rebuild(reader) for _ in range(20)))
     assert sum(t is not None for t in tokens) == 1
     bucket = keys.rate_limit(keys.token_digest("t" * 12))
-    waits = [await svc.cache.take_token(bucket, interval_ms=200, burst=5, now_ms=1_000_000)
+    limiter = TokenBuckets(svc.cache.redis)
+    waits = [await limiter.take(bucket, interval_ms=200, burst=5, now_ms=1_000_000)
              for _ in range(8)]
     assert waits[:5] == [0.0] * 5
     assert all(w > 0 for w in waits[5:])

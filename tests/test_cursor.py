@@ -10,11 +10,12 @@ import re
 import string
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feed.cursor import MAX_CURSOR_LENGTH, CursorCodec, InvalidCursor
+from feed.cursor import MAX_CURSOR_LENGTH, NONCE, SALT_BYTES, VERSION, CursorCodec, InvalidCursor
 
 SECRET = "test-cursor-secret-0123456789"
 TTL = 3600
@@ -158,3 +159,58 @@ def test_a_cut_or_extended_cursor_is_refused(scope: str, n: int) -> None:
 def test_arbitrary_text_is_refused_with_invalid_cursor_only(text: str) -> None:
     with pytest.raises(InvalidCursor):
         CODEC.decode(text, "feed", "alice", now=NOW)
+
+
+# --- any position, any subject ---------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+subjects = st.from_regex(re.compile(r"[A-Za-z0-9_-]{1,64}"), fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(SCOPES), subjects, st.dictionaries(st.text(max_size=8), json_values,
+                                                          max_size=5))
+def test_any_position_comes_back_for_its_scope_and_subject_only(
+    scope: str, subject: str, position: dict[str, Any],
+) -> None:
+    cursor = CODEC.encode(scope, subject, position, now=NOW)
+    assert len(cursor) <= MAX_CURSOR_LENGTH
+    assert CODEC.decode(cursor, scope, subject, now=NOW) == position
+    with pytest.raises(InvalidCursor):
+        CODEC.decode(cursor, scope, subject + "x", now=NOW)
+
+
+# --- a payload sealed with the right key but of the wrong shape --------------------------------
+
+
+def sealed(payload: bytes, scope: str = "feed", subject: str = "alice") -> str:
+    """A cursor holding ``payload`` as this deployment would seal it."""
+    salt = bytes(range(SALT_BYTES))
+    box = CODEC._cipher(salt).encrypt(NONCE, payload, CODEC._bound_to(scope, subject))
+    return base64.urlsafe_b64encode(VERSION + salt + box).rstrip(b"=").decode()
+
+
+def test_sealing_by_hand_makes_a_valid_cursor() -> None:
+    cursor = sealed(orjson.dumps({"x": int(NOW) + 10, "p": {"t": 1}}))
+    assert CODEC.decode(cursor, "feed", "alice", now=NOW) == {"t": 1}
+
+
+@pytest.mark.parametrize("payload", [
+    b"not json",
+    b"[1, 2]",
+    b'{"x": 9999999999}',
+    b'{"x": 9999999999, "p": [1]}',
+    b'{"x": 9999999999, "p": "t"}',
+    b'{"p": {"t": 1}}',
+    b'{"x": "9999999999", "p": {"t": 1}}',
+    b'{"x": 9999999999.5, "p": {"t": 1}}',
+    b'{"x": 1, "p": {"t": 1}}',
+])
+def test_a_sealed_payload_of_the_wrong_shape_is_refused(payload: bytes) -> None:
+    with pytest.raises(InvalidCursor):
+        CODEC.decode(sealed(payload), "feed", "alice", now=NOW)

@@ -13,7 +13,7 @@ import pytest
 
 from config.tables import LEDGER
 from feed import keys
-from feed.events import event_digest, validate_event
+from feed.events import event_digest, typed, validate_event
 from feed.services import Services
 from tests.conftest import uid
 from tests.helpers import apply_all, event, event_job, follow, koo, now_ms, react, signup
@@ -224,7 +224,7 @@ async def test_a_signup_claimed_but_not_written_is_written_by_its_replay(
     died between the two leaves a replay that does the write."""
     user = uid()
     ev = signup(user)
-    assert await services.stores.ledger.record(validate_event(ev))  # the claim, then a crash
+    assert await services.stores.ledger.record(typed(validate_event(ev)))  # the claim, then a crash
     assert await services.stores.users.get(user, consistent=True) is None
     assert await run_job(services, ev) == "duplicate"
     profile = await services.stores.users.get(user, consistent=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import string
 from typing import Any
@@ -17,8 +18,14 @@ from feed.events import (
     MAX_AHEAD_MS,
     MAX_BATCH,
     MIN_OCCURRED_AT,
+    SCHEMAS,
+    KooCreated,
+    Reaction,
+    Relation,
     check_id,
+    event_digest,
     is_valid_id,
+    typed,
     validate_batch,
     validate_event,
 )
@@ -532,3 +539,52 @@ def test_is_valid_id_iff_regex_fullmatch(value: str) -> None:
     assert is_valid_id(value) is expected
     # an oracle that does not use a regex at all
     assert expected is (1 <= len(value) <= 64 and all(c in ID_ALPHABET for c in value))
+
+
+# --- typed events ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("etype", EVENT_TYPES)
+def test_each_type_has_a_class_with_exactly_its_schema_fields(etype: str) -> None:
+    event = typed(validate_event(make(etype), now_ms=NOW_MS))
+    assert etype == event.TYPE
+    names = {f.name for f in dataclasses.fields(event)}
+    assert names == {"event_id", "occurred_at", *(f.name for f in SCHEMAS[etype])}
+
+
+@pytest.mark.parametrize("etype", EVENT_TYPES)
+@pytest.mark.parametrize("without_optional", [False, True])
+def test_the_typed_form_gives_back_the_validated_event(etype: str,
+                                                       without_optional: bool) -> None:
+    """wire() is the dict the queue carried, so the ledger's digest is the same as before."""
+    raw = make(etype)
+    if without_optional:
+        for name in OPTIONAL.get(etype, ()):
+            raw.pop(name, None)
+    valid = validate_event(raw, now_ms=NOW_MS)
+    event = typed(valid)
+    assert event.wire() == valid
+    assert event_digest(event.wire()) == event_digest(valid)
+
+
+def test_relation_events_name_user_other_kind_and_direction() -> None:
+    follow = typed(validate_event(make("user_followed"), now_ms=NOW_MS))
+    unblock = typed(validate_event(make("user_unblocked"), now_ms=NOW_MS))
+    assert isinstance(follow, Relation)
+    assert isinstance(unblock, Relation)
+    assert (follow.user, follow.other, follow.KIND, follow.ON) == ("bob", "alice", "follow", True)
+    assert (unblock.user, unblock.other, unblock.KIND, unblock.ON) == (
+        "bob", "carol", "block", False)
+    added = typed(validate_event(make("reaction_added"), now_ms=NOW_MS))
+    removed = typed(validate_event(make("reaction_removed"), now_ms=NOW_MS))
+    assert isinstance(added, Reaction)
+    assert isinstance(removed, Reaction)
+    assert (added.ADDED, removed.ADDED) == (True, False)
+
+
+def test_typed_events_are_frozen() -> None:
+    event = typed(validate_event(make("koo_created"), now_ms=NOW_MS))
+    assert isinstance(event, KooCreated)
+    assert event.hashtags == ("india", "koo")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.text = "changed"  # type: ignore[misc]

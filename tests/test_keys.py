@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from feed import keys
+from feed.fields import is_valid_id
 
 ids = st.from_regex(re.compile(r"[A-Za-z0-9_-]{1,64}"), fullmatch=True)
 created = st.integers(min_value=0, max_value=10**13 - 1)
@@ -27,6 +28,7 @@ PER_USER: dict[str, Callable[[str], str]] = {
     "author_recent": keys.author_recent,
     "rec_follows": lambda u: keys.recommendations(u, "follows"),
     "rec_koos": lambda u: keys.recommendations(u, "koos"),
+    "profile": keys.profile,
 }
 
 
@@ -147,6 +149,114 @@ def test_job_ids() -> None:
     assert keys.fanout_job("k1") != keys.fanout_job("k1", 1)
 
 
+# Event ids are any text without control characters: colons included.
+event_ids = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40)
+digests = st.from_regex(re.compile(r"[0-9a-f]{16,64}"), fullmatch=True)
+
+# Every job id builder, by name: (builder, a strategy of its arguments).
+JOB_IDS: dict[str, tuple[Callable[..., str], st.SearchStrategy[tuple[object, ...]]]] = {
+    "event": (keys.event_job, st.tuples(event_ids, digests)),
+    "fanout": (keys.fanout_job, st.tuples(ids, st.integers(0, 2**40))),
+    "fanout_chunk": (keys.fanout_chunk_job, st.tuples(ids, ids)),
+    "purge_koo": (keys.purge_koo_job, st.tuples(ids)),
+    "merge": (keys.merge_job, st.tuples(ids, ids, event_ids)),
+    "unmerge": (keys.unmerge_job, st.tuples(ids, ids, event_ids)),
+    "demote": (keys.demote_job, st.tuples(ids, event_ids)),
+    "backfill_chunk": (keys.backfill_chunk_job, st.tuples(ids, ids)),
+}
+
+
+def test_job_ids_of_the_follow_up_jobs() -> None:
+    # Pinned: job ids sit in Redis across a deploy, and a changed format would run a job
+    # twice (or not at all) while the old and new workers overlap.
+    assert keys.purge_koo_job("k1") == "purge-koo:k1"
+    assert keys.merge_job("r1", "a1", "e1") == "merge:r1:a1:e1"
+    assert keys.unmerge_job("r1", "a1", "e1") == "unmerge:r1:a1:e1"
+    assert keys.demote_job("a1", "e1") == "demote:a1:e1"
+    assert keys.backfill_chunk_job("0123abcd", "c7") == "backfill:0123abcd:c7"
+
+
+@pytest.mark.parametrize("name", sorted(JOB_IDS))
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_job_id_is_stable_contains_its_arguments_and_differs_for_other_ones(
+    name: str, data: st.DataObject,
+) -> None:
+    build, arguments = JOB_IDS[name]
+    first = data.draw(arguments)
+    second = data.draw(arguments)
+    value = build(*first)
+    assert value == build(*first)
+    for argument in first:
+        part = str(argument)
+        assert (part[:16] if name == "event" and argument == first[1] else part) in value
+    if name == "event":
+        differs = first[0] != second[0] or first[1][:16] != second[1][:16]
+    else:
+        differs = first != second
+    assert (build(*second) != value) == differs
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids, ids, event_ids)
+def test_job_ids_of_different_jobs_never_collide(a: str, b: str, event_id: str) -> None:
+    built = [keys.event_job(event_id, "0" * 16), keys.fanout_job(a),
+             keys.fanout_chunk_job(a, b), keys.purge_koo_job(a), keys.merge_job(a, b, event_id),
+             keys.unmerge_job(a, b, event_id), keys.demote_job(a, event_id),
+             keys.backfill_chunk_job(a, b)]
+    assert len(set(built)) == len(built)
+
+
+def test_merge_and_unmerge_after_different_events_are_different_jobs() -> None:
+    """A follow after an unfollow must merge again: its job id is not the first merge's."""
+    assert keys.merge_job("r", "a", "e1") != keys.merge_job("r", "a", "e2")
+    assert keys.merge_job("r", "a", "e1") != keys.unmerge_job("r", "a", "e1")
+    assert keys.merge_job("r", "a", "e1") != keys.merge_job("a", "r", "e1")
+
+
+# --- backfill runs and dead letters ---------------------------------------------------------
+
+
+def test_backfill_run_keys() -> None:
+    assert keys.backfill_run("0123abcd") == "feed:backfill:0123abcd"
+    assert keys.backfill_enqueued("0123abcd") == "feed:backfill:0123abcd:enqueued"
+    assert keys.backfill_done("0123abcd") == "feed:backfill:0123abcd:done"
+
+
+@settings(max_examples=100, deadline=None)
+@given(ids, ids)
+def test_backfill_run_keys_are_distinct_stable_and_named_after_their_run(a: str, b: str
+                                                                         ) -> None:
+    for run in (a, b):
+        built = [keys.backfill_run(run), keys.backfill_enqueued(run), keys.backfill_done(run)]
+        assert len(set(built)) == 3
+        assert all(run in key and key.startswith("feed:backfill:") for key in built)
+        assert built == [keys.backfill_run(run), keys.backfill_enqueued(run),
+                         keys.backfill_done(run)]
+    of_a = {keys.backfill_run(a), keys.backfill_enqueued(a), keys.backfill_done(a)}
+    of_b = {keys.backfill_run(b), keys.backfill_enqueued(b), keys.backfill_done(b)}
+    assert (of_a & of_b == set()) == (a != b)
+
+
+def test_dead_letter_ids() -> None:
+    # Pinned: a replay must land on the letter its first failure wrote.
+    assert keys.dead_letter_of_event("e1") == "event:e1"
+    assert keys.dead_letter_of_job("ev:e1:0123456789abcdef") == "job:ev:e1:0123456789abcdef"
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_ids, event_ids)
+def test_dead_letter_ids_are_stable_contain_their_id_and_never_collide(a: str, b: str
+                                                                       ) -> None:
+    assert keys.dead_letter_of_event(a) == keys.dead_letter_of_event(a)
+    assert a in keys.dead_letter_of_event(a)
+    assert a in keys.dead_letter_of_job(a)
+    assert (keys.dead_letter_of_event(a) == keys.dead_letter_of_event(b)) == (a == b)
+    assert (keys.dead_letter_of_job(a) == keys.dead_letter_of_job(b)) == (a == b)
+    # An event's letter and a job's letter are never one another, whatever the ids.
+    assert keys.dead_letter_of_event(a) != keys.dead_letter_of_job(b)
+
+
 def test_chunk_id_is_stable() -> None:
     # Job ids outlive a deploy (they sit in Redis), so the digest must never change.
     assert keys.chunk_id("u1", 1000) == "ce5510688282-1000"
@@ -213,3 +323,23 @@ def test_auth_failures_key_hides_the_address() -> None:
     assert key == keys.auth_failures("2001:db8::/64")
     assert key != keys.auth_failures("10.0.0.1")
     assert key != keys.rate_limit(keys.token_digest("2001:db8::/64"))
+
+
+def test_sentinels_share_the_prefix_no_id_can_start_with() -> None:
+    for sentinel in (keys.TIMELINE_READY, keys.TIMELINE_BUILDING, keys.COMPLETE, keys.LOADED,
+                     keys.TRENDING_AT, keys.trending_computed_at(1_700_000_000_000)):
+        assert keys.is_sentinel(sentinel)
+    assert not keys.is_sentinel("k1")
+    assert not is_valid_id(keys.SENTINEL_PREFIX + "x")
+
+
+def test_trending_computed_at_keeps_the_time_after_its_prefix() -> None:
+    member = keys.trending_computed_at(1_700_000_000_123)
+    assert member.startswith(keys.TRENDING_AT)
+    assert int(member[len(keys.TRENDING_AT):]) == 1_700_000_000_123
+
+
+def test_lang_day_partitions_by_language_and_utc_day() -> None:
+    assert keys.lang_day("hi", 1_700_000_000_000) == "hi#20231114"
+    assert keys.lang_day("hi", 1_699_919_999_999) == "hi#20231113"  # 23:59:59.999 UTC
+    assert keys.lang_day("en", 1_700_000_000_000) != keys.lang_day("hi", 1_700_000_000_000)

@@ -1,9 +1,11 @@
-"""``feed.recommend``: trending and recommended koos are fair to authors (pure functions)."""
+"""``feed.recommend`` (pure functions): who to follow, recommended koos and trending;
+each is fair to authors and never offers what the reader already sees or shuts out."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,6 +13,7 @@ from feed.models import Koo
 from feed.recommend import (
     RECOMMENDED_PER_AUTHOR,
     TRENDING_PER_AUTHOR,
+    recommend_follows,
     recommend_koos,
     trending,
 )
@@ -88,3 +91,122 @@ def test_trending_caps_every_author_and_keeps_the_best_in_order(
     kept = {k for k, _ in ranked}
     assert ranked == [e for e in uncapped if e[0] in kept]
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+
+
+# --- who to follow ----------------------------------------------------------------------
+
+users = st.sampled_from([f"u{i}" for i in range(12)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    reader=users,
+    excluded=st.sets(users, max_size=6),
+    mutual=st.dictionaries(users, st.integers(min_value=-1, max_value=20), max_size=10),
+    popular=st.lists(st.tuples(users, st.integers(min_value=0, max_value=10**6)),
+                     max_size=8, unique_by=lambda p: p[0]),
+    limit=st.integers(min_value=0, max_value=15),
+)
+def test_follow_picks_are_never_the_reader_or_excluded_and_come_best_first(
+    reader: str, excluded: set[str], mutual: dict[str, int],
+    popular: list[tuple[str, int]], limit: int,
+) -> None:
+    picks = recommend_follows(reader, excluded=excluded, mutual_counts=mutual,
+                              popular=popular, lang="hi", limit=limit)
+    chosen = [p.user_id for p in picks]
+    assert len(chosen) == len(set(chosen)) <= limit
+    assert reader not in chosen
+    assert not excluded & set(chosen)
+    # Only candidates with a reason: a followee of a followee, or popular with followers.
+    followers = dict(popular)
+    for p in picks:
+        assert mutual.get(p.user_id, 0) > 0 or followers.get(p.user_id, 0) > 0
+    # Best first, ties by id; and a cut list is the start of the whole one.
+    assert [(-p.score, p.user_id) for p in picks] == sorted((-p.score, p.user_id)
+                                                            for p in picks)
+    whole = recommend_follows(reader, excluded=excluded, mutual_counts=mutual,
+                              popular=popular, lang="hi", limit=100)
+    assert picks == whole[:limit]
+
+
+def test_friends_of_friends_outrank_by_how_many_followees_follow_them() -> None:
+    picks = recommend_follows("me", excluded={"friend"}, mutual_counts={"two": 2, "one": 1},
+                              popular=[], lang="hi", limit=10)
+    assert [p.user_id for p in picks] == ["two", "one"]
+    assert [p.reason for p in picks] == ["followed by 2 people you follow",
+                                         "followed by 1 person you follow"]
+
+
+def test_popularity_adds_to_a_mutual_and_alone_gives_its_own_reason() -> None:
+    picks = recommend_follows("me", excluded=(), mutual_counts={"both": 1},
+                              popular=[("both", 1000), ("star", 1000)], lang="kn", limit=10)
+    by_id = {p.user_id: p for p in picks}
+    assert by_id["both"].score > 1.0  # the mutual's weight plus the popularity boost
+    assert by_id["both"].reason == "followed by 1 person you follow"
+    assert by_id["star"].reason == "popular in kn"
+    assert by_id["both"].score == by_id["star"].score + 1.0
+    more = recommend_follows("me", excluded=(), mutual_counts={},
+                             popular=[("big", 100_000), ("small", 10)], lang="kn", limit=10)
+    assert [p.user_id for p in more] == ["big", "small"]
+
+
+# --- recommended koos ------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    authors=st.lists(st.sampled_from("abcdefr"), min_size=0, max_size=30),
+    deleted=st.sets(st.integers(0, 29), max_size=5),
+    following=st.sets(st.sampled_from("abcdefr"), max_size=3),
+    excluded=st.sets(st.sampled_from("abcdefr"), max_size=2),
+    limit=st.integers(min_value=0, max_value=20),
+)
+def test_recommended_koos_come_only_from_authors_the_reader_does_not_see(
+    authors: list[str], deleted: set[int], following: set[str], excluded: set[str],
+    limit: int,
+) -> None:
+    koos = [Koo(koo_id=f"k{i:05d}", author_id=a, text="t", lang="hi",
+                created_at=NOW, deleted=i in deleted) for i, a in enumerate(authors)]
+    ranked = [(k, float(100 - i)) for i, k in enumerate(koos)]
+    picks = recommend_koos("r", trending_koos=ranked, following=following,
+                           excluded=excluded, limit=limit)
+    by_id = {k.koo_id: k for k in koos}
+    assert len(picks) <= limit
+    for p in picks:
+        k = by_id[p.koo_id]
+        assert not k.deleted
+        assert k.author_id not in following | excluded | {"r"}
+        assert p.reason == "trending in hi"
+    eligible = [k for k in koos
+                if not k.deleted and k.author_id not in following | excluded | {"r"}]
+    assert len(picks) == min(limit, len(eligible))
+
+
+# --- trending -----------------------------------------------------------------------------
+
+
+def test_trending_score_is_engagement_over_age() -> None:
+    fresh = Koo(koo_id="fresh", author_id="a", text="t", lang="hi", created_at=NOW,
+                likes=1, rekoos=1, comments=1)
+    old = Koo(koo_id="old", author_id="b", text="t", lang="hi",
+              created_at=NOW - 10 * 3_600_000, likes=100)
+    gone = Koo(koo_id="gone", author_id="c", text="t", lang="hi", created_at=NOW,
+               likes=500, deleted=True)
+    ranked = dict(trending([fresh, old, gone], now_ms=NOW))
+    assert set(ranked) == {"fresh", "old"}
+    assert ranked["fresh"] == pytest.approx((1 + 6) / 2 ** 1.5)
+    assert ranked["old"] == pytest.approx((1 + 100) / 12 ** 1.5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 500), st.integers(0, 47), st.integers(1, 48))
+def test_a_trending_koo_rises_with_engagement_and_sinks_with_age(
+    likes: int, hours: int, more_hours: int,
+) -> None:
+    def score(likes: int, hours: int) -> float:
+        k = Koo(koo_id="k", author_id="a", text="t", lang="hi",
+                created_at=NOW - hours * 3_600_000, likes=likes)
+        return trending([k], now_ms=NOW)[0][1]
+
+    assert score(likes + 1, hours) > score(likes, hours)
+    assert score(likes, hours + more_hours) < score(likes, hours)

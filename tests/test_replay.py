@@ -41,7 +41,7 @@ from config.tables import (
 )
 from feed import keys
 from feed.errors import NotReady
-from feed.events import validate_event
+from feed.events import typed, validate_event
 from feed.services import Services, open_services
 from feed.store import create_tables, drop_tables
 from tests.conftest import BACKEND, uid
@@ -171,7 +171,7 @@ async def apply_many(services: Services, events: list[dict[str, Any]]) -> Counte
         async with semaphore:
             for _ in range(200):
                 try:
-                    return await services.applier.apply(event)
+                    return await services.applier.apply(typed(event))
                 except NotReady:
                     await asyncio.sleep(0.05)
             raise AssertionError(f"{event['event_id']} never became applicable")

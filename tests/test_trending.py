@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from config.tables import KOOS
+from feed.events import KooCreated
 from feed.reader import TRENDING_FRESH_SECONDS, Reader
 from feed.recommend import TRENDING_PER_AUTHOR
 from feed.services import Services
@@ -122,8 +123,8 @@ async def test_a_burst_by_one_author_does_not_crowd_out_the_others(
     flooder, others = uid("flood"), [uid("other") for _ in range(5)]
 
     def item(koo_id: str, author: str, at: int) -> dict[str, Any]:
-        event = {"koo_id": koo_id, "author_id": author, "text": "t", "lang": lang,
-                 "occurred_at": at}
+        event = KooCreated(event_id=uid("e"), koo_id=koo_id, author_id=author, text="t",
+                           lang=lang, occurred_at=at)
         return dict(services.stores.koos.create_item(event, pull=True)["Put"]["Item"])
 
     older = [item(uid("k"), author, now - 60_000) for author in others]

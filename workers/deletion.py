@@ -11,4 +11,4 @@ __all__ = ["purge_deleted_koo"]
 
 @retrying
 async def purge_deleted_koo(ctx: dict[str, Any], koo_id: str) -> int:
-    return await services(ctx).applier.fanout.undeliver(koo_id)
+    return await services(ctx).manager.undeliver(koo_id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from feed import keys, metrics
 from feed.errors import FeedError, NotReady, StorageUnavailable, Unapplicable, ValidationFailed
-from feed.events import EVENT_TYPES, validate_event
+from feed.events import Event, typed, validate_event
 from workers._context import retry_later, services, soft_deadline
 
 __all__ = ["apply_event"]
@@ -23,7 +23,7 @@ async def apply_event(ctx: dict[str, Any], raw: Any) -> str:
     dl_id = (keys.dead_letter_of_event(event_id) if isinstance(event_id, str)
              else keys.dead_letter_of_job(str(ctx.get("job_id"))))
     try:
-        event = validate_event(raw)
+        event = typed(validate_event(raw))
     except ValidationFailed as exc:
         await svc.stores.dead_letters.add(dl_id, raw, f"invalid event: {exc}")
         return "dead-lettered"
@@ -46,11 +46,10 @@ async def apply_event(ctx: dict[str, Any], raw: Any) -> str:
     return outcome
 
 
-async def _dead_letter(ctx: dict[str, Any], dl_id: str, event: dict[str, Any], reason: str
-                       ) -> None:
+async def _dead_letter(ctx: dict[str, Any], dl_id: str, event: Event, reason: str) -> None:
     svc = services(ctx)
-    log.error("event dead-lettered", extra={"event_id": event.get("event_id"), "reason": reason})
-    kind = event.get("type")
-    metrics.EVENTS_APPLIED.labels(kind if kind in EVENT_TYPES else "invalid", "dead-lettered").inc()
-    await svc.stores.dead_letters.add(dl_id, event, reason, attempts=int(ctx.get("job_try", 1)))
+    log.error("event dead-lettered", extra={"event_id": event.event_id, "reason": reason})
+    metrics.EVENTS_APPLIED.labels(event.TYPE, "dead-lettered").inc()
+    await svc.stores.dead_letters.add(dl_id, event.wire(), reason,
+                                      attempts=int(ctx.get("job_try", 1)))
     await svc.stores.ledger.record(event, "dead-lettered")

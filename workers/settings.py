@@ -1,30 +1,54 @@
-"""Worker settings for the two queues, and the loop that runs them until a signal.
+"""The workers of the two queues, in arq's own shape, and the loop that runs them.
 
-``realtime`` carries events, fan-outs of new koos and follow backfills;
-``backfill`` carries purges, rebuilds, celebrity demotions and
-recommendations, so a large backfill never delays a fresh koo. Each queue is
-served by its own arq Worker; ``feed worker --queue all`` runs both in one
-process, and either can be scaled out on its own.
+Each queue has a settings class in arq's WorkerSettings convention
+(:class:`RealtimeWorker`, :class:`BackfillWorker`), turned into a Worker by
+:func:`arq.worker.create_worker`. ``realtime`` carries events, fan-outs of new
+koos and follow merges; ``backfill`` carries purges, rebuilds, celebrity
+demotions and recommendations, so a large backfill never delays a fresh koo.
+``feed worker --queue all`` runs both in one process, and either can be scaled
+out on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Final
 
 from arq import Worker, cron
-from arq.worker import func
+from arq.connections import ArqRedis
+from arq.cron import CronJob
+from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.worker import Function, create_worker, func
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from config.settings import Settings
 from feed import keys, metrics
-from feed.jobs import BACKFILL, REALTIME
-from feed.services import Services, deserialize_job, open_services, serialize_job
+from feed.jobs import (
+    APPLY_EVENT,
+    BACKFILL,
+    BACKFILL_CHUNK,
+    COMPUTE_RECOMMENDATIONS,
+    DELIVER_KOO_CHUNK,
+    DEMOTE_CELEBRITY,
+    FAN_OUT_KOO,
+    MERGE_AUTHOR,
+    PURGE_AUTHOR,
+    PURGE_DELETED_KOO,
+    QUEUE_TIMEOUTS,
+    REALTIME,
+    REBUILD_TIMELINE,
+    SWEEP_FANOUTS,
+    TRIM_TIMELINE,
+    Job,
+)
+from feed.queue import ArqJobQueue, deserialize_job, open_queue_redis, serialize_job
+from feed.services import Services, open_services
 from workers.backfill import (
     backfill_chunk,
     compute_recommendations,
@@ -40,79 +64,166 @@ from workers.relations import (
     purge_author_from_timeline,
 )
 
-__all__ = ["build_worker", "run_workers", "worker_functions"]
+__all__ = [
+    "CRON_SECONDS",
+    "JOB_FUNCTIONS",
+    "WORKER_SETTINGS",
+    "BackfillWorker",
+    "RealtimeWorker",
+    "create_queue_worker",
+    "run_workers",
+]
 
 log = logging.getLogger(__name__)
 
-# A killed worker's job is picked up again once arq's in-progress mark expires,
-# which is the longest job timeout of the queue plus 10 s: realtime jobs are
-# kept short so a SIGKILLed fan-out chunk is redone within a minute.
-REALTIME_TIMEOUT = 30
-BACKFILL_TIMEOUT = 600
+JobCoroutine = Callable[..., Coroutine[Any, Any, Any]]
+
+# Every registered job and the coroutine that runs it: the one place the two meet.
+JOB_FUNCTIONS: Final[Mapping[Job, JobCoroutine]] = {
+    APPLY_EVENT: apply_event,
+    FAN_OUT_KOO: fan_out_koo,
+    DELIVER_KOO_CHUNK: deliver_koo_chunk,
+    MERGE_AUTHOR: merge_author_into_timeline,
+    SWEEP_FANOUTS: sweep_fanouts,
+    PURGE_DELETED_KOO: purge_deleted_koo,
+    PURGE_AUTHOR: purge_author_from_timeline,
+    DEMOTE_CELEBRITY: demote_celebrity,
+    REBUILD_TIMELINE: rebuild_timeline,
+    TRIM_TIMELINE: trim_timeline,
+    COMPUTE_RECOMMENDATIONS: compute_recommendations,
+    BACKFILL_CHUNK: backfill_chunk,
+}
+# The jobs arq runs on a schedule rather than from the queue: the seconds of each minute.
+CRON_SECONDS: Final[Mapping[Job, frozenset[int]]] = {
+    SWEEP_FANOUTS: frozenset({0, 15, 30, 45}),
+}
+
 SOFT_TIMEOUT_MARGIN = 5  # seconds before arq's job timeout that a job gives up and retries
-SHUTDOWN_GRACE_SECONDS = 20.0
+SHUTDOWN_GRACE_SECONDS = 20
 STOP_TIMEOUT_SECONDS = 5.0
 QUEUE_RECONNECT_SECONDS = 1.0
+KEEP_RESULT_SECONDS = 600
+# On the realtime queue a result doubles as a short-lived dedupe of its job id (the
+# ledger is the real one), and there are many of them: kept for two minutes only.
+REALTIME_KEEP_RESULT_SECONDS = 120
 
 
-def worker_functions(queue: str, settings: Settings) -> list[Any]:
-    """The jobs one queue's workers run."""
-    keep = 120  # results double as a short-lived dedupe of job ids; the ledger is the real one
-    if queue == REALTIME:
-        return [
-            func(apply_event, name="apply_event", timeout=REALTIME_TIMEOUT, keep_result=keep),
-            func(fan_out_koo, name="fan_out_koo", timeout=REALTIME_TIMEOUT, keep_result=keep),
-            func(deliver_koo_chunk, name="deliver_koo_chunk", timeout=REALTIME_TIMEOUT,
-                 keep_result=keep),
-            func(merge_author_into_timeline, name="merge_author_into_timeline",
-                 timeout=REALTIME_TIMEOUT, keep_result=keep),
-        ]
-    return [
-        func(purge_deleted_koo, name="purge_deleted_koo", timeout=BACKFILL_TIMEOUT),
-        func(purge_author_from_timeline, name="purge_author_from_timeline",
-             timeout=BACKFILL_TIMEOUT),
-        func(demote_celebrity, name="demote_celebrity", timeout=BACKFILL_TIMEOUT),
-        func(rebuild_timeline, name="rebuild_timeline", timeout=BACKFILL_TIMEOUT),
-        func(trim_timeline, name="trim_timeline", timeout=BACKFILL_TIMEOUT),
-        func(compute_recommendations, name="compute_recommendations",
-             timeout=BACKFILL_TIMEOUT),
-        func(backfill_chunk, name="backfill_chunk", timeout=BACKFILL_TIMEOUT),
-    ]
+def queue_functions(queue: str) -> list[Function]:
+    """arq's functions for one queue's registered jobs (the cron jobs apart)."""
+    keep = REALTIME_KEEP_RESULT_SECONDS if queue == REALTIME else None
+    return [func(coroutine, name=job.name, timeout=job.timeout, keep_result=keep)
+            for job, coroutine in JOB_FUNCTIONS.items()
+            if job.queue == queue and job not in CRON_SECONDS]
 
 
-def build_worker(
-    settings: Settings, queue: str, services: Services, *, burst: bool = False
+def queue_cron_jobs(queue: str) -> list[CronJob]:
+    """arq's cron jobs for one queue; each runs at a worker's start too, once per slot."""
+    return [cron(JOB_FUNCTIONS[job], name=job.name, second=set(seconds),
+                 run_at_startup=True, timeout=job.timeout, unique=True)
+            for job, seconds in CRON_SECONDS.items() if job.queue == queue]
+
+
+async def start_worker(ctx: dict[Any, Any]) -> None:
+    """arq's on_startup: open the worker's own services unless it was given shared ones,
+    then serve the process's metrics (a worker is up once its services are)."""
+    if ctx.get("services") is None:
+        owned = ctx["owned_services"] = contextlib.AsyncExitStack()
+        ctx["services"] = await owned.enter_async_context(open_services(ctx["settings"]))
+    if ctx.get("serve_metrics"):
+        _serve_metrics(ctx["settings"])
+
+
+async def stop_worker(ctx: dict[Any, Any]) -> None:
+    """arq's on_shutdown: close the services this worker opened; shared ones stay open."""
+    owned: contextlib.AsyncExitStack | None = ctx.pop("owned_services", None)
+    if owned is not None:
+        ctx["services"] = None
+        await owned.aclose()
+
+
+_DEFAULTS: Final = Settings()
+
+# arq reads a settings class's own attributes only (not inherited ones), so each queue's
+# class spells out all of them (typed as arq's settings protocol types them). ``max_jobs``
+# and ``max_tries`` are the defaults of their FEED_* settings; create_queue_worker passes
+# the configured values.
+class RealtimeWorker:
+    """Events, fan-outs and follow merges: short jobs, polled often, and the sweeper."""
+
+    functions: Sequence[WorkerCoroutine | Function] = queue_functions(REALTIME)
+    cron_jobs: Sequence[CronJob] | None = queue_cron_jobs(REALTIME)
+    queue_name = keys.QUEUES[REALTIME]
+    job_timeout = QUEUE_TIMEOUTS[REALTIME]
+    max_jobs = _DEFAULTS.worker_max_jobs
+    max_tries = _DEFAULTS.job_max_tries
+    poll_delay = 0.01
+    keep_result = KEEP_RESULT_SECONDS
+    retry_jobs = True
+    health_check_interval = 10
+    # Several workers share one process (--queue all) and arq's handlers would replace one
+    # another: run_workers takes the signals and stops each worker the way arq's handler
+    # does, waiting job_completion_wait for running jobs.
+    handle_signals = False
+    job_completion_wait = SHUTDOWN_GRACE_SECONDS
+    job_serializer = serialize_job
+    job_deserializer = deserialize_job
+    on_startup: StartupShutdown | None = start_worker
+    on_shutdown: StartupShutdown | None = stop_worker
+    log_results = False
+
+
+class BackfillWorker:
+    """Purges, rebuilds, demotions and recommendations: long jobs, polled less often."""
+
+    functions: Sequence[WorkerCoroutine | Function] = queue_functions(BACKFILL)
+    cron_jobs: Sequence[CronJob] | None = queue_cron_jobs(BACKFILL)
+    queue_name = keys.QUEUES[BACKFILL]
+    job_timeout = QUEUE_TIMEOUTS[BACKFILL]
+    max_jobs = _DEFAULTS.worker_max_jobs
+    max_tries = _DEFAULTS.job_max_tries
+    poll_delay = 0.25
+    keep_result = KEEP_RESULT_SECONDS
+    retry_jobs = True
+    health_check_interval = 10
+    handle_signals = False
+    job_completion_wait = SHUTDOWN_GRACE_SECONDS
+    job_serializer = serialize_job
+    job_deserializer = deserialize_job
+    on_startup: StartupShutdown | None = start_worker
+    on_shutdown: StartupShutdown | None = stop_worker
+    log_results = False
+
+
+WORKER_SETTINGS: Final[Mapping[str, type[RealtimeWorker] | type[BackfillWorker]]] = {
+    REALTIME: RealtimeWorker,
+    BACKFILL: BackfillWorker,
+}
+
+
+def create_queue_worker(
+    settings: Settings, queue: str, *, services: Services | None = None, burst: bool = False,
 ) -> Worker:
-    """An arq Worker for one queue, sharing already-open services."""
-    realtime = queue == REALTIME
-    cron_jobs = []
-    if realtime and not burst:
-        cron_jobs.append(
-            cron(sweep_fanouts, name="sweep_fanouts", second={0, 15, 30, 45}, run_at_startup=True,
-                 timeout=REALTIME_TIMEOUT, unique=True)
-        )
-    return Worker(
-        functions=worker_functions(queue, settings),
-        cron_jobs=cron_jobs,
-        queue_name=keys.QUEUES[queue],
-        redis_pool=services.queue_factory(),
+    """An arq Worker for one queue, from its settings class.
+
+    Given ``services``, the worker shares them (and neither opens nor closes them);
+    otherwise it opens its own on startup and closes them on shutdown.
+    """
+    settings_cls = WORKER_SETTINGS[queue]
+    redis_pool = services.queue_factory() if services else open_queue_redis(settings)
+    return create_worker(
+        settings_cls,
+        redis_pool=redis_pool,
         burst=burst,
-        handle_signals=False,
+        # A CronJob keeps its next run on itself: each worker schedules its own copies,
+        # and a burst run (tests, backfills) none.
+        cron_jobs=[] if burst else [dataclasses.replace(c, next_run=None)
+                                    for c in settings_cls.cron_jobs or ()],
         max_jobs=settings.worker_max_jobs,
-        job_timeout=REALTIME_TIMEOUT if realtime else BACKFILL_TIMEOUT,
         max_tries=settings.job_max_tries,
-        poll_delay=0.01 if realtime else 0.25,
-        keep_result=600,
-        retry_jobs=True,
-        health_check_interval=10,
-        job_serializer=serialize_job,
-        job_deserializer=deserialize_job,
-        ctx={"services": services,
+        ctx={"settings": settings, "services": services, "serve_metrics": not burst,
              # Jobs give up a little before arq's own timeout and are retried later:
              # arq fails a timed-out job for good, and would drop its work.
-             "job_soft_timeout": (REALTIME_TIMEOUT if realtime else BACKFILL_TIMEOUT)
-             - SOFT_TIMEOUT_MARGIN},
-        log_results=False,
+             "job_soft_timeout": QUEUE_TIMEOUTS[queue] - SOFT_TIMEOUT_MARGIN},
     )
 
 
@@ -130,99 +241,126 @@ async def run_workers(
     On a signal, workers stop taking jobs, give running jobs up to 20 s to
     finish, then cancel the rest, which arq puts back on the queue.
     """
+    stop = stop or asyncio.Event()
+    received: list[signal.Signals] = []
     async with contextlib.AsyncExitStack() as stack:
-        if services is None:
-            services = await stack.enter_async_context(open_services(settings))
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-                stack.callback(loop.remove_signal_handler, sig)
-        _serve_metrics(settings, burst=burst)
-        depth_task = asyncio.create_task(_report_depth(services, queues, stop))
-        try:
-            while True:
-                workers = [build_worker(settings, q, services, burst=burst) for q in queues]
-                try:
-                    await _run_until_stopped(workers, stop, burst=burst)
-                except (RedisError, OSError) as exc:
-                    # The queue's Redis went away (a restart, a failover): arq's loop has
-                    # no reconnect, so start fresh workers once it answers again. Jobs cut
-                    # off are still on the queue and run again when arq's in-progress mark
-                    # expires.
-                    log.warning("queue Redis unreachable; restarting the workers",
-                                extra={"error": str(exc)})
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(stop.wait(), QUEUE_RECONNECT_SECONDS)
-                    if stop.is_set():
-                        return
-                    continue
-                if not burst or stop.is_set() or not await _queues_busy(services, queues):
+        if services is not None:
+            depth = services.jobs
+        else:
+            depth = ArqJobQueue(open_queue_redis(settings))
+            stack.push_async_callback(depth.pool.aclose)
+        if handle_signals:
+            _take_signals(stack, stop, received)
+        reporter = asyncio.create_task(_report_depth(depth, queues, stop))
+        stack.push_async_callback(_cancel, reporter)
+        while True:
+            workers = [create_queue_worker(settings, q, services=services, burst=burst)
+                       for q in queues]
+            try:
+                await _run_until_stopped(workers, stop, received, burst=burst)
+            except (RedisError, OSError) as exc:
+                # The queue's Redis went away (a restart, a failover): arq's loop has
+                # no reconnect, so start fresh workers once it answers again. Jobs cut
+                # off are still on the queue and run again when arq's in-progress mark
+                # expires.
+                log.warning("queue Redis unreachable; restarting the workers",
+                            extra={"error": str(exc)})
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), QUEUE_RECONNECT_SECONDS)
+                if stop.is_set():
                     return
-        finally:
-            depth_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await depth_task
+                continue
+            # A burst worker that found its queue empty may see it filled again by the
+            # other queue's jobs: run another round until both are empty.
+            if not burst or stop.is_set() or not await _queues_busy(depth, queues):
+                return
 
 
-async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event, *, burst: bool) -> None:
-    mains = []
-    for worker in workers:
-        worker.main_task = asyncio.create_task(worker.main())
-        mains.append(worker.main_task)
+def _take_signals(stack: contextlib.AsyncExitStack, stop: asyncio.Event,
+                  received: list[signal.Signals]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+            stack.callback(loop.remove_signal_handler, sig)
+
+
+async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event,
+                             received: list[signal.Signals], *, burst: bool) -> None:
+    runs = [asyncio.create_task(worker.async_run()) for worker in workers]
     stopper = asyncio.create_task(stop.wait())
     try:
         if burst:
-            everything: asyncio.Future[Any] = asyncio.gather(*mains)
+            everything: asyncio.Future[Any] = asyncio.gather(*runs)
             await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
         else:
-            await asyncio.wait([*mains, stopper], return_when=asyncio.FIRST_COMPLETED)
-        for main in mains:
-            if main.done() and not main.cancelled() and main.exception():
-                raise main.exception()  # type: ignore[misc]
+            await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for run in runs:
+            if run.done() and not run.cancelled() and (exc := run.exception()):
+                raise exc
         if stop.is_set():
-            # Stop taking jobs, and let each main loop return once its running jobs are
-            # done (arq's own burst exit), within the grace period.
-            for worker in workers:
-                worker.allow_pick_jobs = False
-                worker.burst = True
-                worker.max_burst_jobs = 0
             running = sum(len(w.tasks) for w in workers)
             log.info("stopping: waiting for running jobs", extra={"jobs": running})
-            await asyncio.wait(mains, timeout=SHUTDOWN_GRACE_SECONDS)
+            # arq's own graceful stop: no new jobs, job_completion_wait for the running
+            # ones, then cancel the rest (back on the queue) and the main loop. A stop
+            # asked for without a signal is logged as the SIGTERM it stands for.
+            signum = received[-1] if received else signal.SIGTERM
+            for worker, run in zip(workers, runs, strict=True):
+                if not run.done():
+                    worker.handle_sig_wait_for_completion(signum)
+            await asyncio.wait(runs, timeout=SHUTDOWN_GRACE_SECONDS + STOP_TIMEOUT_SECONDS)
     finally:
         stopper.cancel()
-        for worker in workers:
-            for task in worker.tasks.values():
-                if not task.done():
-                    task.cancel()  # arq puts a cancelled job back on the queue
-            if worker.main_task and not worker.main_task.done():
-                worker.main_task.cancel()
+        for run in runs:
+            run.cancel()
         # Never hang on shutdown: a main loop that ignores its cancellation is left behind.
-        _, stuck = await asyncio.wait(mains, timeout=STOP_TIMEOUT_SECONDS)
+        _, stuck = await asyncio.wait(runs, timeout=STOP_TIMEOUT_SECONDS)
         if stuck:
             log.warning("worker loops did not stop in time", extra={"loops": len(stuck)})
         for worker in workers:
-            try:
-                await asyncio.wait_for(worker.close(), STOP_TIMEOUT_SECONDS)
-            except asyncio.CancelledError:
-                # close() gathers the job tasks cancelled above and re-raises their
-                # cancellation; only a cancellation of this task itself goes on.
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-            except Exception:
-                log.debug("worker close failed", exc_info=True)
+            await _close(worker)
+
+
+async def _close(worker: Worker) -> None:
+    """arq's close() (cancel what still runs, on_shutdown, close the connection), bounded
+    in time; when the queue's Redis is gone, close() fails before its on_shutdown, so the
+    worker's own services and its connection are released here."""
+    pool: ArqRedis | None = worker.pool
+    try:
+        await asyncio.wait_for(worker.close(), STOP_TIMEOUT_SECONDS)
+    except asyncio.CancelledError:
+        # close() gathers the job tasks it cancels and re-raises their cancellation;
+        # only a cancellation of this task itself goes on.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:
+        log.debug("worker close failed", exc_info=True)
+    finally:
+        await stop_worker(worker.ctx)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.aclose(close_connection_pool=True)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 _metrics_started = False
 
 
-def _serve_metrics(settings: Settings, *, burst: bool) -> None:
-    """The worker's own /metrics (Prometheus), once per process; off in burst mode."""
+def _serve_metrics(settings: Settings) -> None:
+    """The worker's own /metrics (Prometheus), once per process."""
     global _metrics_started
-    if burst or _metrics_started or not settings.worker_metrics_port:
+    if _metrics_started or not settings.worker_metrics_port:
         return
     try:
         start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
@@ -233,17 +371,18 @@ def _serve_metrics(settings: Settings, *, burst: bool) -> None:
     _metrics_started = True
 
 
-async def _queues_busy(services: Services, queues: Sequence[str]) -> bool:
+async def _queues_busy(depth: ArqJobQueue, queues: Sequence[str]) -> bool:
     for queue in queues:
-        if await services.jobs.depth(queue):
+        if await depth.depth(queue):
             return True
     return False
 
 
-async def _report_depth(services: Services, queues: Sequence[str], stop: asyncio.Event) -> None:
+async def _report_depth(depth: ArqJobQueue, queues: Sequence[str], stop: asyncio.Event
+                        ) -> None:
     while not stop.is_set():
         with contextlib.suppress(Exception):
             for queue in queues:
-                metrics.QUEUE_DEPTH.labels(queue).set(await services.jobs.depth(queue))
+                metrics.QUEUE_DEPTH.labels(queue).set(await depth.depth(queue))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=5)

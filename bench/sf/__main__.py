@@ -14,7 +14,6 @@ interleaved chunk by chunk, is in ``bench.fanout``; the memory comparison in
 from __future__ import annotations
 
 import argparse
-import asyncio
 import subprocess
 import sys
 import time
@@ -25,13 +24,14 @@ import orjson
 from redis.asyncio import Redis
 
 from bench._common import (
+    Outcome,
     bench_document,
+    bench_main,
     command_line,
     environment,
     fmt_int,
     markdown_table,
     redis_db,
-    write_json,
 )
 from bench.sf import client
 
@@ -134,7 +134,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
                             "targets": targets}
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace) -> Outcome | int:
     started = time.monotonic()
     if redis_db(args.redis_url) == 0:
         print("refusing Redis database 0: pass --redis-url with a dedicated one",
@@ -169,22 +169,19 @@ async def run(args: argparse.Namespace) -> int:
             f"shims: {'; '.join(r['versions']['shims'])}")
     markdown, parts = report(results, notes)
     command = command_line().replace("bench.sf.__main__", "bench.sf")
-    print(markdown_table(["", "value"], [[k, v] for k, v in env.items()]
-                         + [["command", f"`{command}`"]]))
-    print()
-    print(markdown)
-    if args.json:
-        write_json(args.json, bench_document(
+    elapsed = time.monotonic() - started
+    return Outcome(
+        markdown, env=env, command=command, json_path=args.json,
+        document=lambda: bench_document(
             "sf", "Stream-Framework 1.4.0 on its own", command, env, markdown,
             parts["figures"], latency_ms=parts["latency"], throughput=parts["throughput"],
             axes={"throughput": {"x": "followers", "y": "entries/s"}},
-            targets=parts["targets"], notes=notes, elapsed_s=time.monotonic() - started,
-            data=results))
-    return 0
+            targets=parts["targets"], notes=notes, elapsed_s=elapsed, data=results),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(run(parse_args(argv)))
+    return bench_main(argv, parse_args, run, log_format=None)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,10 @@ from feed.api import routes
 from feed.api._http import error, json
 from feed.api.auth import AuthMiddleware, request_deadline
 from feed.api.openapi import openapi_schema
+from feed.api.ratelimit import TokenBuckets
 from feed.cursor import InvalidCursor
 from feed.errors import FeedError, NotFound, StorageUnavailable, ValidationFailed
+from feed.logs import setup_logging
 from feed.reader import Reader
 from feed.services import Services, open_services
 
@@ -256,6 +258,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             if svc is None:
                 svc = await stack.enter_async_context(open_services(settings))
             app.state.services = svc
+            app.state.buckets = TokenBuckets(svc.cache.redis)  # AuthMiddleware's limiters
             app.state.reader = Reader(svc.manager)
             app.state.publisher = svc.publisher
             sampler = asyncio.create_task(sample_loop_lag())
@@ -298,7 +301,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
 
 def app_from_env() -> Starlette:
     """The app configured from FEED_* variables (``feed api`` and uvicorn's factory)."""
-    from feed.logs import setup_logging
 
     settings = Settings.from_env()
     setup_logging(settings.log_level, json_format=settings.log_json)

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from config.settings import Settings
 from feed import keys, metrics
 from feed.api._http import error
-from feed.cache import Cache
+from feed.api.ratelimit import TokenBuckets
 from feed.errors import StorageUnavailable
 
 __all__ = ["AuthMiddleware", "FailureLimiter", "client_address", "request_deadline"]
@@ -83,13 +83,13 @@ class FailureLimiter:
             return 0.0
         return left
 
-    async def failed(self, cache: Cache, scope: Scope) -> float:
+    async def failed(self, buckets: TokenBuckets, scope: Scope) -> float:
         """Count one failure of the request's address; the seconds it is now refused for
         (0: this failure was within its allowance, answer 401)."""
         address = client_address(scope)
         try:
             async with asyncio.timeout(FAILURE_LIMIT_TIMEOUT_SECONDS):
-                wait = await cache.take_token(
+                wait = await buckets.take(
                     keys.auth_failures(address), interval_ms=self.interval_ms,
                     burst=self.burst, now_ms=time.time() * 1000,
                 )
@@ -135,7 +135,7 @@ class AuthMiddleware:
         token = self._token(scope)
         if token is None:
             if self.failures is not None:
-                wait = await self.failures.failed(scope["app"].state.services.cache, scope)
+                wait = await self.failures.failed(scope["app"].state.buckets, scope)
                 if wait:
                     await self._refuse_address(wait, scope, receive, send)
                     return
@@ -145,7 +145,7 @@ class AuthMiddleware:
             await response(scope, receive, send)
             return
         if self.rate > 0:
-            wait = await self._over_rate(scope["app"].state.services.cache, token)
+            wait = await self._over_rate(scope["app"].state.buckets, token)
             if wait:
                 response = error(
                     429, "rate_limited", "Too many requests for this token; slow down.",
@@ -181,12 +181,12 @@ class AuthMiddleware:
                 matched = token
         return matched
 
-    async def _over_rate(self, cache: Cache, token: bytes) -> float:
+    async def _over_rate(self, buckets: TokenBuckets, token: bytes) -> float:
         """Seconds to wait, or 0 if the request may go ahead (also when the cache Redis
         does not answer within a short part of the request's budget: fail open)."""
         try:
             async with asyncio.timeout(min(FAILURE_LIMIT_TIMEOUT_SECONDS, self.budget / 4)):
-                return await cache.take_token(
+                return await buckets.take(
                     keys.rate_limit(keys.token_digest(token.decode())),
                     interval_ms=1000 / self.rate, burst=max(1.0, self.rate),
                     now_ms=time.time() * 1000,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from feed.errors import ConditionFailed
 from feed.store._codec import to_attr, values
 
 
@@ -76,7 +77,6 @@ def settle(key: Mapping[str, Any], at: int, on: bool) -> dict[str, Any]:
 async def settle_row(db: Any, dataset: str, key: Mapping[str, Any], at: int, on: bool) -> bool:
     """Apply :func:`settle`; True if the event is now recorded or a newer one decided the
     row, False if the row is older and in the other state (apply the event again)."""
-    from feed.errors import ConditionFailed
 
     args = settle(key, at, on)
     try:

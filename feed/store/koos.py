@@ -9,11 +9,12 @@ from typing import Any
 from config.tables import KOOS, KOOS_BY_AUTHOR, KOOS_BY_LANG_DAY, KOOS_FANOUT_PENDING
 from feed import keys
 from feed.errors import ConditionFailed
+from feed.events import KooCreated
 from feed.models import Koo
 from feed.store._codec import Item, values
 from feed.store._dynamo import Dynamo
 
-__all__ = ["COUNTER_OF", "FanoutState", "Koos", "lang_day"]
+__all__ = ["COUNTER_OF", "FanoutState", "Koos"]
 
 # reaction kind -> counter attribute
 COUNTER_OF = {"like": "likes", "rekoo": "rekoos", "comment": "comments"}
@@ -28,30 +29,25 @@ class FanoutState:
     PULL = "pull"  # celebrity author: pulled at read time, never fanned out
 
 
-def lang_day(lang: str, created_ms: int) -> str:
-    """Partition of the language index: one per language and UTC day."""
-    return f"{lang}#{time.strftime('%Y%m%d', time.gmtime(created_ms / 1000))}"
-
-
 class Koos:
     def __init__(self, db: Dynamo) -> None:
         self.db = db
 
-    def create_item(self, event: dict[str, Any], *, pull: bool) -> dict[str, Any]:
+    def create_item(self, event: KooCreated, *, pull: bool) -> dict[str, Any]:
         """Transaction item storing a new koo; cancels if the koo id is already known."""
-        created = event["occurred_at"]
+        created = event.occurred_at
         item: dict[str, Any] = {
-            "koo_id": event["koo_id"],
-            "author_id": event["author_id"],
-            "author_key": event["author_id"],
-            "text": event["text"],
-            "lang": event["lang"],
-            "lang_day": lang_day(event["lang"], created),
+            "koo_id": event.koo_id,
+            "author_id": event.author_id,
+            "author_key": event.author_id,
+            "text": event.text,
+            "lang": event.lang,
+            "lang_day": keys.lang_day(event.lang, created),
             "created_at": created,
-            "created_sk": keys.sort_key(created, event["koo_id"]),
-            "hashtags": list(event.get("hashtags") or []),
-            "reply_to": event.get("reply_to"),
-            "rekoo_of": event.get("rekoo_of"),
+            "created_sk": keys.sort_key(created, event.koo_id),
+            "hashtags": list(event.hashtags),
+            "reply_to": event.reply_to,
+            "rekoo_of": event.rekoo_of,
             "likes": 0,
             "rekoos": 0,
             "comments": 0,
@@ -76,12 +72,6 @@ class Koos:
     async def get(self, koo_id: str, *, consistent: bool = False) -> Item | None:
         """The stored item (deleted ones and tombstones included)."""
         return await self.db.get(KOOS, {"koo_id": koo_id}, consistent=consistent)
-
-    async def get_live(self, koo_id: str) -> Koo | None:
-        item = await self.get(koo_id)
-        if item is None or item.get("deleted") or "text" not in item:
-            return None
-        return Koo.from_item(item)
 
     async def get_many(self, koo_ids: Sequence[str]) -> dict[str, Koo]:
         """Koos by id (deleted ones included, marked), through BatchGetItem."""
@@ -156,7 +146,7 @@ class Koos:
         """Live koos in one language on one UTC day as (koo_id, sort key), newest first,
         older than the sort key ``before`` (to read on from where a page ended)."""
         condition = "lang_day = :d"
-        vals: dict[str, Any] = {"d": lang_day(lang, day_ms)}
+        vals: dict[str, Any] = {"d": keys.lang_day(lang, day_ms)}
         if before is not None:
             condition += " AND created_sk < :b"
             vals["b"] = before

@@ -11,7 +11,7 @@ import orjson
 
 from config.tables import DEAD_LETTERS, LEDGER
 from feed.errors import ConditionFailed, Unapplicable
-from feed.events import event_digest
+from feed.events import Event, event_digest
 from feed.store._codec import values
 from feed.store._dynamo import Dynamo
 
@@ -36,18 +36,18 @@ class Ledger:
     def __init__(self, db: Dynamo) -> None:
         self.db = db
 
-    def _item(self, event: dict[str, Any], outcome: str) -> dict[str, Any]:
+    def _item(self, event: Event, outcome: str) -> dict[str, Any]:
         now = int(time.time())
         return {
-            "event_id": event["event_id"],
-            "type": event["type"],
-            "digest": event_digest(event),
+            "event_id": event.event_id,
+            "type": event.TYPE,
+            "digest": event_digest(event.wire()),
             "outcome": outcome,
             "applied_at": now,
             "expires_at": now + self.db.settings.ledger_ttl_days * 86_400,
         }
 
-    def record_item(self, event: dict[str, Any], outcome: str = "applied") -> dict[str, Any]:
+    def record_item(self, event: Event, outcome: str = "applied") -> dict[str, Any]:
         """Transaction item recording the event; cancels if it was recorded already."""
         return {"Put": {"TableName": LEDGER, "Item": self._item(event, outcome),
                         "ConditionExpression": "attribute_not_exists(event_id)"}}
@@ -58,7 +58,7 @@ class Ledger:
                                  attributes=["event_id"])
         return item is not None
 
-    async def record(self, event: dict[str, Any], outcome: str = "applied") -> bool:
+    async def record(self, event: Event, outcome: str = "applied") -> bool:
         """Record the event outside a transaction; False if it was already recorded."""
         try:
             await self.db.put(LEDGER, self._item(event, outcome),
@@ -67,19 +67,19 @@ class Ledger:
             return False
         return True
 
-    async def refuse_reused_id(self, event: dict[str, Any]) -> None:
+    async def refuse_reused_id(self, event: Event) -> None:
         """Raise Unapplicable (``event_id_reused``) if the entry under this event's id
         records a different event (one GetItem). An entry without a digest (written
         before digests were kept), or none at all, cannot tell: no error."""
-        item = await self.db.get(LEDGER, {"event_id": event["event_id"]}, consistent=True,
+        item = await self.db.get(LEDGER, {"event_id": event.event_id}, consistent=True,
                                  attributes=["digest"])
         recorded = (item or {}).get("digest")
-        if isinstance(recorded, str) and recorded != event_digest(event):
+        if isinstance(recorded, str) and recorded != event_digest(event.wire()):
             log.warning("event_id reused by a different event",
-                        extra={"event_id": event["event_id"], "type": event["type"]})
+                        extra={"event_id": event.event_id, "type": event.TYPE})
             raise Unapplicable(EVENT_ID_REUSED)
 
-    async def claim(self, event: dict[str, Any]) -> bool:
+    async def claim(self, event: Event) -> bool:
         """Record an event before writes that cannot join its ledger transaction: True if
         it is new, False for a replay (whose idempotent writes then run again: a crash may
         have come between the claim and the writes); a reused id raises Unapplicable."""
@@ -88,16 +88,16 @@ class Ledger:
         await self.refuse_reused_id(event)
         return False
 
-    async def set_outcome(self, event: dict[str, Any], outcome: str) -> None:
+    async def set_outcome(self, event: Event, outcome: str) -> None:
         """Correct the outcome of an entry recorded before its writes ran; only the entry
         of this very event (same digest) is changed."""
         # A failed condition means another event's entry (a reused id) or none (expired):
         # nothing of ours to correct.
         with contextlib.suppress(ConditionFailed):
             await self.db.update(
-                LEDGER, {"event_id": event["event_id"]}, "SET #o = :o", condition="#d = :d",
+                LEDGER, {"event_id": event.event_id}, "SET #o = :o", condition="#d = :d",
                 names={"#o": "outcome", "#d": "digest"},
-                values=values(o=outcome, d=event_digest(event)),
+                values=values(o=outcome, d=event_digest(event.wire())),
             )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from config.tables import REACTIONS, REACTIONS_BY_TIME, REACTIONS_BY_USER
 from feed import keys
+from feed.events import Reaction as ReactionEvent
 from feed.models import Reaction
 from feed.store import _toggle
 from feed.store._codec import Item, values
@@ -24,25 +25,25 @@ class Reactions:
     def key(koo_id: str, user_id: str, kind: str) -> dict[str, str]:
         return {"koo_id": koo_id, "rk": keys.reaction_sk(user_id, kind)}
 
-    def switch_on_item(self, event: dict[str, Any], author_id: str) -> dict[str, Any]:
-        at = event["occurred_at"]
+    def switch_item(self, event: ReactionEvent, author_id: str) -> dict[str, Any]:
+        """Transaction item switching the reaction row on or off, as the event says."""
+        at = event.occurred_at
+        key = self.key(event.koo_id, event.user_id, event.kind)
+        if not event.ADDED:
+            return _toggle.switch_off(REACTIONS, key, at, _INDEX_ATTRS)
         return _toggle.switch_on(
-            REACTIONS, self.key(event["koo_id"], event["user_id"], event["kind"]), at,
+            REACTIONS, key, at,
             {
-                "user_id": event["user_id"], "kind": event["kind"], "author_id": author_id,
-                "created_at": at, "user_key": event["user_id"],
-                "react_sk": keys.sort_key(at, f"{event['user_id']}-{event['kind']}"),
+                "user_id": event.user_id, "kind": event.kind, "author_id": author_id,
+                "created_at": at, "user_key": event.user_id,
+                "react_sk": keys.sort_key(at, f"{event.user_id}-{event.kind}"),
             },
         )
 
-    def switch_off_item(self, event: dict[str, Any]) -> dict[str, Any]:
-        key = self.key(event["koo_id"], event["user_id"], event["kind"])
-        return _toggle.switch_off(REACTIONS, key, event["occurred_at"], _INDEX_ATTRS)
-
-    async def settle(self, event: dict[str, Any], on: bool) -> bool:
+    async def settle(self, event: ReactionEvent) -> bool:
         """As Relations.settle: False means "apply the event again"."""
-        key = self.key(event["koo_id"], event["user_id"], event["kind"])
-        return await _toggle.settle_row(self.db, REACTIONS, key, event["occurred_at"], on)
+        key = self.key(event.koo_id, event.user_id, event.kind)
+        return await _toggle.settle_row(self.db, REACTIONS, key, event.occurred_at, event.ADDED)
 
     async def for_koo(
         self, koo_id: str, *, limit: int, start: Item | None = None

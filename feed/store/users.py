@@ -10,6 +10,7 @@ from typing import Any
 from config.tables import USERS, USERS_CELEBRITIES
 from feed import keys
 from feed.errors import ConditionFailed
+from feed.events import UserSignedUp
 from feed.models import User
 from feed.store._codec import values
 from feed.store._dynamo import Dynamo
@@ -30,7 +31,7 @@ class Users:
         """The regional store of a home region; None when profiles stay in our table."""
         return self.regions.get(region) if region else None
 
-    async def save_profile(self, event: dict[str, Any]) -> bool:
+    async def save_profile(self, event: UserSignedUp) -> bool:
         """Write a signup's profile unless a newer one is stored; counters are kept.
 
         A regional profile is written in its region first, then the home row that points
@@ -38,9 +39,9 @@ class Users:
         nothing. A profile that moves region is removed from the one it left.
         Returns False when a newer (or the same) signup was already applied.
         """
-        key = {"user_id": event["user_id"]}
-        at = event["occurred_at"]
-        target = self.home_of(event["region"])
+        key = {"user_id": event.user_id}
+        at = event.occurred_at
+        target = self.home_of(event.region)
         previous: str | None = None
         if self.regions:
             row = await self.db.get(USERS, key, consistent=True,
@@ -55,14 +56,14 @@ class Users:
                       "following = if_not_exists(following, :zero) "
                       "REMOVE handle, lang, created_at")
             names = {"#r": "region"}
-            vals = values(r=event["region"], t=at, zero=0)
+            vals = values(r=event.region, t=at, zero=0)
         else:
             update = ("SET handle = :h, lang = :l, #r = :r, profile_ver = :t, "
                       "created_at = if_not_exists(created_at, :t), "
                       "followers = if_not_exists(followers, :zero), "
                       "following = if_not_exists(following, :zero)")
             names = {"#r": "region"}
-            vals = values(h=event["handle"], l=event["lang"], r=event["region"], t=at, zero=0)
+            vals = values(h=event.handle, l=event.lang, r=event.region, t=at, zero=0)
         try:
             await self.db.update(
                 USERS, key, update,
@@ -71,7 +72,7 @@ class Users:
             )
         except ConditionFailed:
             return False
-        left = self.home_of(previous) if previous != event["region"] else None
+        left = self.home_of(previous) if previous != event.region else None
         if left is not None:
             with contextlib.suppress(ConditionFailed):
                 await left.delete(USERS, key, condition="profile_ver < :t", values=values(t=at))
@@ -114,14 +115,6 @@ class Users:
             item = {**profile, "followers": item.get("followers", 0),
                     "following": item.get("following", 0)}
         return User.from_item(item)
-
-    async def counters(self, user_id: str, *, consistent: bool = True) -> tuple[int, int]:
-        """(followers, following) of a user, known or not."""
-        item = await self.db.get(USERS, {"user_id": user_id}, consistent=consistent,
-                                 attributes=["followers", "following"])
-        if not item:
-            return 0, 0
-        return max(0, int(item.get("followers", 0))), max(0, int(item.get("following", 0)))
 
     def counter_item(self, user_id: str, field: str, delta: int) -> dict[str, Any]:
         """Transaction item adding ``delta`` to one counter (creating the row if needed)."""
@@ -183,15 +176,15 @@ class Users:
 
 
 
-async def _put_profile(db: Dynamo, event: dict[str, Any]) -> None:
+async def _put_profile(db: Dynamo, event: UserSignedUp) -> None:
     """The profile in its home region's table, unless a newer one is there (a replay
     finds its own version there and goes on to the home row)."""
     profile = {
-        "user_id": event["user_id"], "handle": event["handle"], "lang": event["lang"],
-        "region": event["region"], "profile_ver": event["occurred_at"],
-        "created_at": event["occurred_at"],
+        "user_id": event.user_id, "handle": event.handle, "lang": event.lang,
+        "region": event.region, "profile_ver": event.occurred_at,
+        "created_at": event.occurred_at,
     }
     with contextlib.suppress(ConditionFailed):
         await db.put(USERS, profile,
                      condition="attribute_not_exists(profile_ver) OR profile_ver < :t",
-                     values=values(t=event["occurred_at"]))
+                     values=values(t=event.occurred_at))

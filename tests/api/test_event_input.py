@@ -147,7 +147,7 @@ async def test_a_bad_time_or_event_id_refuses_the_batch(
     with pytest.raises(ValidationFailed):
         await services.publisher.publish(events)
     with pytest.raises(ValidationFailed):
-        await services.publisher.publish_one(bad)
+        await services.publisher.publish([bad])
     assert await queued(services, events) == 0
 
 

@@ -19,6 +19,7 @@ from arq.constants import (
 from feed import keys
 from feed.api.routes import MAX_EVENTS_BODY
 from feed.errors import ValidationFailed
+from feed.events import typed, validate_event
 from feed.metrics import EVENTS_APPLIED
 from feed.services import Services
 from tests.api.conftest import assert_error, discard, queued
@@ -315,11 +316,11 @@ async def test_a_delete_racing_its_create_is_not_lost(
     async def get_after_the_create_landed(koo_id: str, **kw: Any) -> Any:
         if koo_id == k and not raced:
             raced.append(koo_id)
-            await services.applier.apply(create)
+            await services.applier.apply(typed(validate_event(create)))
         return await original_get(koo_id, **kw)
 
     monkeypatch.setattr(koos, "get", get_after_the_create_landed)
-    await services.applier.apply(delete)
+    await services.applier.apply(typed(validate_event(delete)))
     monkeypatch.setattr(koos, "get", original_get)
     await drain(services)
     assert raced == [k]

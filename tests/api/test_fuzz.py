@@ -68,8 +68,9 @@ OPERATIONS = [(method.upper(), path) for path, item in _PATHS.items() for method
 NEGATABLE = [(m, p) for m, p in OPERATIONS
              if _PATHS[p][m.lower()].get("parameters") or _PATHS[p][m.lower()].get("requestBody")]
 WITH_IDS = [(m, p) for m, p in OPERATIONS if "{" in p]
-# The schema says only "events: array of 1-500 objects"; it does not describe the event
-# types, so a schema-valid body such as {"events": [{}]} is rightly refused with 422.
+# The event schemas cannot state every rule (occurred_at against the service's clock, two
+# different users in a follow, block or mute, one event_id per event of a batch), so a
+# schema-valid batch can rightly be refused with 422.
 LOOSE_BODY = {("POST", "/v1/events")}
 
 

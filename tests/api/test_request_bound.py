@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from feed.api.app import create_app
+from feed.api.ratelimit import TokenBuckets
 from feed.reader import Reader
 from feed.services import Services
 from tests.api.conftest import AUTH, assert_error
@@ -49,7 +50,7 @@ async def test_a_hanging_limiter_lets_the_read_through_within_the_budget(
 ) -> None:
     user = uid()
     await apply_all(services, signup(user))
-    monkeypatch.setattr(services.cache, "take_token", hang)
+    monkeypatch.setattr(TokenBuckets, "take", hang)
     async with client_for(services) as client:
         started = time.monotonic()
         r = await client.get(f"/v1/users/{user}")
@@ -65,7 +66,7 @@ async def test_the_limiters_wait_counts_against_the_reads_bound(
     wait plus a whole budget more."""
     user = uid()
     await apply_all(services, signup(user))
-    monkeypatch.setattr(services.cache, "take_token", hang)
+    monkeypatch.setattr(TokenBuckets, "take", hang)
     monkeypatch.setattr(Reader, "profile", hang)
     async with client_for(services) as client:
         started = time.monotonic()

@@ -37,7 +37,7 @@ from feed.services import Services, open_services
 from tests.conftest import uid
 from tests.fault._procs import spawn_worker, stop_process, tail
 from tests.fault.conftest import DynamoDBLocal, dynamodb_local, fault_settings, timeout_env
-from tests.helpers import drain, follow, koo, now_ms, react, signup
+from tests.helpers import drain, follow, koo, now_ms, react, signup, user_counters
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -257,7 +257,7 @@ async def assert_recovered(setup: Setup, outage: Outage) -> float:
     window = await db.cache.window(world.warm, limit=5)
     assert window.ready
     assert new_koo in [k for k, _ in window.entries], window
-    followers, _ = await db.stores.users.counters(world.author)
+    followers, _ = await user_counters(db, world.author)
     assert followers == outage.followers_before + 1
     liked = await db.stores.koos.get(outage.liked, consistent=True)
     assert liked is not None
@@ -296,7 +296,7 @@ async def test_dynamodb_paused_for_30_seconds(
     """SIGSTOP the emulator for 30 s: fast failures, API within 1 s, jobs deferred, then
     every job completes exactly once after SIGCONT (see the module's pass criteria)."""
     w, client = setup.world, setup.client
-    followers_before, _ = await setup.patient.stores.users.counters(w.author)
+    followers_before, _ = await user_counters(setup.patient, w.author)
     earlier = len(deferrals(setup.log))
     ddb.pause()
     paused_at = time.monotonic()
@@ -324,7 +324,7 @@ async def test_dynamodb_killed_and_restarted(
     calls fail fast while it is down, the API answers within 1 s, and every job
     published meanwhile completes exactly once after the restart."""
     w, client = setup.world, setup.client
-    followers_before, _ = await setup.patient.stores.users.counters(w.author)
+    followers_before, _ = await user_counters(setup.patient, w.author)
     earlier = len(deferrals(setup.log))
     ddb.kill()
     outage = await publish_during_outage(setup, followers_before)

@@ -36,7 +36,7 @@ from tests.conftest import CACHE_URL, QUEUE_URL, uid
 from tests.fault._proxy import FaultProxy, Mode
 from tests.fault.conftest import DynamoDBLocal, dynamodb_local, fault_settings
 from tests.fault.test_dynamodb_outage import call_bound, wait_applied
-from tests.helpers import follow, koo, now_ms, react, signup
+from tests.helpers import follow, koo, now_ms, react, signup, user_counters
 from workers.settings import run_workers
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
@@ -125,7 +125,7 @@ async def test_dynamodb_behind_a_faulty_proxy(settings: Settings, patient: Servi
                 await workers
         stats = proxy.stats
     assert counts == [[1] * len(koos)] * (FOLLOWERS + len(newcomers)), counts
-    assert (await patient.stores.users.counters(author))[0] == FOLLOWERS + len(newcomers)
+    assert (await user_counters(patient, author))[0] == FOLLOWERS + len(newcomers)
     for k in koos:
         item = await patient.stores.koos.get(k, consistent=True)
         assert item is not None
@@ -198,7 +198,7 @@ async def test_redis_behind_a_faulty_proxy(settings: Settings, patient: Services
     assert took < 5.0 + 1.0 + ANSWER_WITHIN, took  # the queue's socket timeout is 5 s
     await run_workers(settings, burst=True, services=patient)
     await wait_applied(patient, batch, within=45)
-    assert (await patient.stores.users.counters(author))[0] == FOLLOWERS + 1
+    assert (await user_counters(patient, author))[0] == FOLLOWERS + 1
     item = await patient.stores.koos.get(koos[0]["koo_id"], consistent=True)
     assert item is not None
     assert int(item.get("likes", 0)) == 1, item

@@ -109,7 +109,7 @@ async def test_no_v1_route_of_the_openapi_schema_answers_without_a_valid_token(
     401 ``unauthorized`` (with WWW-Authenticate: Bearer) to each bad Authorization header,
     while the valid token gets past auth (anything but 401)."""
     # Every bad header on every route from one address: far past the failed-authentication
-    # limit, which has its own tests (tests/api/test_auth_failures.py).
+    # limit, which has its own tests (tests/api/test_auth.py).
     app = create_app(services.settings.replace(auth_failures_per_minute=0), services)
     ops = schema_operations()
     assert ops == app_operations(app)  # a route missing from the schema would go unwalked

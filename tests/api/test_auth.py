@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from feed import keys
 from feed.api.app import create_app
 from feed.api.auth import FAILURE_LIMIT_TIMEOUT_SECONDS, client_address
+from feed.api.ratelimit import TokenBuckets
 from feed.errors import StorageUnavailable
 from feed.services import Services
 from tests.api.conftest import AUTH, assert_error
@@ -160,7 +161,7 @@ async def test_an_unreachable_redis_fails_open_within_a_short_bound(
         # What the cache makes of a refused connection.
         raise StorageUnavailable("redis: Connection refused", "ConnectionError")
 
-    monkeypatch.setattr(services.cache, "take_token", hang if failure == "hangs" else refuse)
+    monkeypatch.setattr(TokenBuckets, "take", hang if failure == "hangs" else refuse)
     caplog.set_level(logging.WARNING, logger="feed.api.auth")
     async with running(app_with(services, 1)) as app, client_of(app) as client:
         for _ in range(3):

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from arq import Retry
 
+from feed.jobs import QUEUE_TIMEOUTS
 from feed.services import Services
 from workers._context import retrying
 from workers.events import apply_event
-from workers.settings import BACKFILL_TIMEOUT, REALTIME_TIMEOUT, build_worker
+from workers.settings import create_queue_worker
 
 
 @retrying
@@ -53,8 +54,12 @@ async def test_apply_event_past_its_soft_deadline_is_retried_later() -> None:
         await apply_event(ctx, raw)
 
 
-def test_workers_set_a_soft_deadline_below_arqs_timeout(services: Services) -> None:
-    for queue, hard in (("realtime", REALTIME_TIMEOUT), ("backfill", BACKFILL_TIMEOUT)):
-        worker = build_worker(services.settings, queue, services)
-        soft = worker.ctx["job_soft_timeout"]
-        assert 0 < soft < hard
+async def test_workers_set_a_soft_deadline_below_arqs_timeout(services: Services) -> None:
+    for queue, hard in QUEUE_TIMEOUTS.items():
+        worker = create_queue_worker(services.settings, queue, services=services)
+        try:
+            soft = worker.ctx["job_soft_timeout"]
+            assert 0 < soft < hard
+            assert all(soft < (f.timeout_s or hard) for f in worker.functions.values())
+        finally:
+            await worker.pool.aclose(close_connection_pool=True)

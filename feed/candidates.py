@@ -1,0 +1,268 @@
+"""The read path's walk over a reader's feed: candidates in time order, before ranking.
+
+:meth:`CandidateWalk.candidates` merges the reader's timeline (the cache
+window, then DynamoDB) with the recent koos of followed celebrities, which
+are pulled at read time, dropping deleted koos and authors the reader may
+not see. ``populate`` rebuilds a reader's cached timeline from DynamoDB,
+once (single-flight), when a read finds it missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from config.settings import Settings
+from feed import keys
+from feed.cache import Cache, TimelineWindow
+from feed.errors import StorageUnavailable
+from feed.models import Koo, RelationSets
+from feed.store import Entry, Stores
+from feed.views import ReaderViews
+
+__all__ = ["Candidate", "CandidateWalk", "Slice"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A koo that may be shown in a reader's feed, before ranking."""
+
+    koo: Koo
+    reason: str  # "following", "self" or "celebrity"
+
+    @property
+    def position(self) -> tuple[int, str]:
+        return self.koo.created_at, self.koo.koo_id
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """One page worth of eligible candidates in time order, and where to go on from."""
+
+    candidates: list[Candidate]
+    boundary: tuple[int, str] | None  # the oldest position consumed
+    more: bool
+
+
+class CandidateWalk(ReaderViews):
+    """Walks a reader's feed for the read path (and, from :class:`ReaderViews`, reads
+    about readers and koos)."""
+
+    def __init__(self, settings: Settings, stores: Stores, cache: Cache) -> None:
+        super().__init__(settings, stores, cache)
+        self._background: dict[str, asyncio.Task[None]] = {}  # reader -> its rebuild
+
+    # --- populate: rebuild one reader's cached timeline --------------------------------
+
+    async def populate(self, reader: str) -> bool:
+        """Rebuild the reader's cached timeline unless another process is doing it."""
+        token = await self.cache.acquire_rebuild(reader)
+        if token is None:
+            return False
+        try:
+            entries, more = await self.stores.timelines.page(
+                reader, limit=self.settings.timeline_cache_items
+            )
+            await self.cache.complete_rebuild(
+                reader, token, [(e.koo_id, e.created_at) for e in entries], complete=not more,
+            )
+        except BaseException:
+            await self.cache.release_rebuild(reader, token)
+            raise
+        return True
+
+    def populate_soon(self, reader: str) -> None:
+        """Start a background rebuild, unless one for this reader is running here
+        (``populate`` is single-flight across processes too)."""
+        if reader in self._background:
+            return
+        task = asyncio.get_running_loop().create_task(self._populate_quietly(reader))
+        self._background[reader] = task
+        task.add_done_callback(lambda _: self._background.pop(reader, None))
+
+    async def _populate_quietly(self, reader: str) -> None:
+        # Nobody awaits this task: a failure is logged here or it would go unseen. The
+        # cache stays unready, so the reader's next read starts another rebuild.
+        try:
+            await self.populate(reader)
+        except StorageUnavailable as exc:
+            log.warning("timeline rebuild failed", extra={"user_id": reader, "error": str(exc)})
+        except Exception:
+            log.exception("timeline rebuild failed", extra={"user_id": reader})
+
+    async def drain(self) -> None:
+        """Wait for background rebuilds (on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background.values(), return_exceptions=True)
+
+    # --- candidates: the read path ------------------------------------------------------
+
+    @staticmethod
+    def batch_for(want: int) -> int:
+        """Entries read per step of :meth:`candidates` (a snapshot's window size)."""
+        return max(want * 2, 16)
+
+    async def candidates(
+        self, reader: str, relations: RelationSets, *, want: int,
+        before: tuple[int, str] | None = None, celebrities: frozenset[str] | None = None,
+        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
+    ) -> Slice:
+        """The next ``want`` eligible koos of the reader's feed, newest first.
+
+        Walks the timeline (cache window, then DynamoDB) and the recent koos of
+        followed celebrities together in time order, dropping deleted koos and the
+        koos of authors the reader does not see (:meth:`RelationSets.sees`).
+        ``celebrities``, ``window`` and ``page`` (the same :meth:`batch_for` entries
+        from ``before`` in DynamoDB, for when the cache holds no window) are used when
+        the caller has read them already.
+        """
+        if celebrities is None:
+            celebrities = await self.celebrities()
+        pulled_from = {a for a in relations.following & celebrities if relations.sees(reader, a)}
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        cursor = before
+        batch = self.batch_for(want)
+        while True:
+            timeline, timeline_more = await self._timeline_slice(reader, cursor, batch,
+                                                                 window=window, page=page)
+            window, page = None, None
+            pulled, pulled_horizon = await self._celebrity_slice(
+                sorted(pulled_from), cursor, batch
+            )
+            horizon = pulled_horizon
+            if timeline_more and timeline:
+                last = (timeline[-1][1], timeline[-1][0])
+                horizon = last if horizon is None else max(horizon, last)
+            merged: dict[str, tuple[int, str, str]] = {}
+            for koo_id, created, source in (*timeline, *pulled):
+                if koo_id not in seen and (horizon is None or (created, koo_id) >= horizon):
+                    merged.setdefault(koo_id, (created, koo_id, source))
+            ordered = sorted(merged.values(), reverse=True)
+            if not ordered:
+                return Slice(out, cursor, False)
+            # Bodies a few more than still wanted at a time, newest first: most entries
+            # are eligible, so one round trip usually does.
+            start = 0
+            while start < len(ordered):
+                need = want - len(out)
+                chunk = ordered[start:start + need + need // 2 + 4]
+                start += len(chunk)
+                bodies = await self.koos([koo_id for _, koo_id, _ in chunk])
+                for created, koo_id, source in chunk:
+                    seen.add(koo_id)
+                    cursor = (created, koo_id)
+                    koo = bodies.get(koo_id)
+                    if koo is None or koo.deleted or not relations.sees(reader, koo.author_id):
+                        continue
+                    if koo.author_id == reader:
+                        reason = "self"
+                    else:
+                        reason = "celebrity" if source == "celebrity" else "following"
+                    out.append(Candidate(koo, reason))
+                    if len(out) == want:
+                        more = (timeline_more or horizon is not None
+                                or cursor != ordered[-1][:2])
+                        return Slice(out, cursor, more)
+            if horizon is None and not timeline_more:
+                return Slice(out, cursor, False)
+
+    async def _timeline_slice(
+        self, reader: str, before: tuple[int, str] | None, limit: int,
+        window: TimelineWindow | None = None, page: tuple[list[Entry], bool] | None = None,
+    ) -> tuple[list[tuple[str, int, str]], bool]:
+        """(koo_id, created, "timeline") newest first; and whether more may follow.
+        ``page``: these ``limit`` entries from ``before``, already read from DynamoDB."""
+        found: list[tuple[str, int, str]] = []
+        if window is None and page is None:
+            with contextlib.suppress(StorageUnavailable):
+                window = await self.cache.window(reader, limit=limit, before=before)
+        if window is not None and window.ready:
+            page = None  # read for want of a window: not what follows this one
+            found = [(k, c, "timeline") for k, c in window.entries]
+            if not window.exhausted:
+                return found, True
+            if window.complete:
+                return found, False  # nothing older in DynamoDB
+            if found:
+                before = (found[-1][1], found[-1][0])
+        elif window is not None:
+            self.populate_soon(reader)
+        # The cache holds the newest entries only: older ones come from DynamoDB.
+        rest = limit - len(found)
+        if rest <= 0:
+            return found, True
+        entries, more = page if page is not None else await self.stores.timelines.page(
+            reader, limit=rest, before=keys.sort_key(*before) if before else None
+        )
+        found += [(e.koo_id, e.created_at, "timeline") for e in entries]
+        return found, more
+
+    async def _celebrity_slice(
+        self, authors: Sequence[str], before: tuple[int, str] | None, limit: int
+    ) -> tuple[list[tuple[str, int, str]], tuple[int, str] | None]:
+        """Recent koos of followed celebrities older than ``before``; and the horizon: the
+        newest position below which some author may have more koos than fetched."""
+        if not authors:
+            return [], None
+        try:
+            cached = await self.cache.author_recent(authors, before=before, limit=limit)
+        except StorageUnavailable:
+            cached = dict.fromkeys(authors)
+        rows: dict[str, list[tuple[str, int]]] = {}
+        from_storage: list[tuple[str, tuple[int, str] | None]] = []
+        fresh: list[str] = []
+        for author in authors:
+            hit = cached.get(author)
+            if hit is None:
+                if before is None:
+                    fresh.append(author)  # read their recent koos once, and cache them
+                else:
+                    from_storage.append((author, before))
+                continue
+            entries, complete = hit
+            rows[author] = entries
+            if len(entries) < limit and not complete:
+                # The cached set was trimmed: older koos are only in DynamoDB.
+                tail = (entries[-1][1], entries[-1][0]) if entries else before
+                from_storage.append((author, tail))
+        keep = self.settings.celebrity_recent_items
+        recents = await asyncio.gather(*(self._recent_of(a) for a in fresh))
+        for author, recent in zip(fresh, recents, strict=True):
+            rows[author] = recent[:limit]
+            if len(recent) < limit and len(recent) >= keep:
+                # More than the cache keeps, fewer than this read wants: read on.
+                from_storage.append((author, (recent[-1][1], recent[-1][0])))
+        loaded = await asyncio.gather(*(
+            self.stores.koos.by_author(a, limit=limit - len(rows.get(a, [])), before=b)
+            for a, b in from_storage
+        ))
+        for (author, _), entries in zip(from_storage, loaded, strict=True):
+            rows[author] = rows.get(author, []) + entries
+        found: list[tuple[str, int, str]] = []
+        horizon: tuple[int, str] | None = None
+        for entries in rows.values():
+            found += [(k, c, "celebrity") for k, c in entries]
+            if len(entries) >= limit:
+                last = (entries[-1][1], entries[-1][0])
+                horizon = last if horizon is None else max(horizon, last)
+        return found, horizon
+
+    async def _recent_of(self, author: str) -> list[tuple[str, int]]:
+        """A pulled author's recent koos from DynamoDB (FEED_CELEBRITY_RECENT_ITEMS of
+        them), cached for the next reads; concurrent readers share one query."""
+
+        async def load() -> list[tuple[str, int]]:
+            recent = await self.stores.koos.by_author(author, limit=keep)
+            with contextlib.suppress(StorageUnavailable):
+                await self.cache.store_author_recent(author, recent,
+                                                     complete=len(recent) < keep)
+            return recent
+
+        keep = self.settings.celebrity_recent_items
+        return await self._once(f"recent:{author}", load)
