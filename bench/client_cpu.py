@@ -27,7 +27,7 @@ starts. After a warm-up (which also checks every client's answers), each round r
 block per client for each operation, the clients' order rotating every round, so
 machine noise hits them alike; a figure is the total over every round, and "per round"
 is the median (and interquartile range) of the ratio of the same round's blocks.
-Target (DESIGN.md, "The cold path"): client CPU per data-plane call ≤ 40% of
+Target (docs/performance.md): client CPU per data-plane call ≤ 40% of
 aioboto3's (the bare client's), for every operation.
 
 Tables are created under a fresh ``bench<hex>_`` prefix and dropped at the end. Writes
@@ -84,7 +84,7 @@ log = logging.getLogger("bench.client_cpu")
 
 Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
-CPU_TARGET = 0.40  # direct over bare aioboto3, client CPU per call (DESIGN.md)
+CPU_TARGET = 0.40  # direct over bare aioboto3, client CPU per call (docs/performance.md)
 BASE = "aioboto3"  # the target's baseline
 CLIENTS = {  # key -> label
     "direct": "direct",

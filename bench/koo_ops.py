@@ -38,7 +38,7 @@ and the event loop. ``--clients`` clients run at once, dealt over ``--processes`
 load-generating processes (``bench._spread``; client c to process c mod N) that start
 each operation together, so one event loop is not the bottleneck; each client alternates
 the service's call and the bare one, the order flipping every round, so a noisy neighbour
-on this shared machine hits both alike. Target (DESIGN.md, "The cold path"): each of the
+on this shared machine hits both alike. Target (docs/performance.md): each of the
 five at 10 clients, p50 under Koo's figure and p99 under 10 ms.
 
 Why 2 processes by default: measured on the 2-core machine beside 1, 3 and 4 (six runs
@@ -104,7 +104,7 @@ from feed.store.koos import BODY_FIELDS, COUNTER_OF
 
 log = logging.getLogger("bench.koo_ops")
 
-KOO_FIGURES_MS = {  # Koo's published DynamoDB figures at 10x concurrency (DESIGN.md)
+KOO_FIGURES_MS = {  # Koo's published DynamoDB figures at 10x concurrency (docs/performance.md)
     "Reaction Get": 4.42,
     "Reaction Write": 5.42,
     "Content Get": 4.26,

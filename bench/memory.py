@@ -205,7 +205,7 @@ async def run(args: argparse.Namespace) -> Outcome | int:
                     theirs.append(await sf.memory(timelines, entries))
                     await redis.flushdb()
     figures: dict[str, float | None] = {}
-    targets: list[dict[str, Any]] = []  # DESIGN.md sets no memory target
+    targets: list[dict[str, Any]] = []  # target sets no memory target
     rows = []
     by_size = {s["entries"]: s for s in theirs}
     for m in ours:
@@ -232,7 +232,7 @@ async def run(args: argparse.Namespace) -> Outcome | int:
     markdown = "\n".join([
         "### Redis memory per cached timeline entry (bytes)", "",
         markdown_table(["timelines x entries", "who", "encoding", "MEMORY USAGE",
-                        "used_memory delta", "DESIGN.md (SF)"], rows), "",
+                        "used_memory delta", "target (SF)"], rows), "",
         "MEMORY USAGE: `MEMORY USAGE key SAMPLES 0` summed over the timelines / entries "
         "(key and set overhead included, spread over the entries). used_memory delta: the "
         "server's `used_memory` after minus before / entries. The service's timelines also "

@@ -51,7 +51,7 @@ What it measures, one after the other:
    ``--open-rate``. It shows what a process pays on its first requests (connection pools,
    first-use imports, script loading) that a long-running process hides.
 
-Targets (DESIGN.md): in-process hit p50 no slower than Stream-Framework's 25-item read in
+Targets (docs/performance.md): in-process hit p50 no slower than Stream-Framework's 25-item read in
 the same run (the faster of its variants; without its venvs, DESIGN's 0.7 ms); HTTP
 closed loop ≥ 1,000 requests/s with 32 clients; open loop p99 ≤ 10 ms at 200
 requests/s, every answer 200; after a cache loss, at 200 requests/s: p99 ≤ 50 ms and
@@ -132,7 +132,8 @@ from feed.reader import Reader
 from feed.services import open_services
 from feed.store import create_tables, drop_tables, open_dynamo
 
-SF_READ_P50_MS = 0.7  # DESIGN.md: Stream-Framework 1.4.0's 25-item read, p50, 2026-11-26
+# Stream-Framework 1.4.0's 25-item read, p50, measured 2026-11-26: the target
+SF_READ_P50_MS = 0.7
 CLOSED_RPS_TARGET = 1_000.0
 OPEN_P99_TARGET_MS = 10.0
 MISS_P99_TARGET_MS = 50.0
@@ -329,12 +330,12 @@ async def read_beside_stream_framework(
         from bench.sf import client as sf_client
     except ImportError as exc:
         notes.append(f"bench.sf cannot be imported ({exc}): the in-process read is compared "
-                     f"with DESIGN.md's {SF_READ_P50_MS} ms")
+                     f"with the target's {SF_READ_P50_MS} ms")
         return await read_in_process(reader, users, reads), {}
     variants = sf_client.available()
     if not variants:
         notes.append("Stream-Framework's venvs are not built (`bash bench/sf-env.sh`): the "
-                     f"in-process read is compared with DESIGN.md's {SF_READ_P50_MS} ms")
+                     f"in-process read is compared with the target's {SF_READ_P50_MS} ms")
     block = max(1, reads // ROUNDS)
     parts: list[InProcess] = []
     sf: dict[str, dict[str, Any]] = {v: {"latency_ms": [], "info": {}} for v in variants}
@@ -643,7 +644,7 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
     else:
         figures_sf = {}
         targets = [target(f"in-process cache-hit read p50 ≤ Stream-Framework's 25-item read "
-                          f"({SF_READ_P50_MS} ms, DESIGN.md's figure: not run here)",
+                          f"({SF_READ_P50_MS} ms, the target's figure: not run here)",
                           ms(hit_p50), hit_p50 <= SF_READ_P50_MS)]
     figures: dict[str, float | None] = {
         "inprocess.hit.p50_ms": hit_p50, "inprocess.hit.p99_ms": percentile(hit.latencies_ms, 99),
@@ -657,7 +658,7 @@ def report(opts: Options, counts: dict[str, int], load_s: float, hit: InProcess,
     }
     if http:
         out += http_report(opts, http, targets, figures, notes)
-    out += ["", "### Targets (DESIGN.md)", ""]
+    out += ["", "### Targets (docs/performance.md)", ""]
     out.append(markdown_table(["target", "measured", "result"],
                               [[t["target"], str(t["measured"]), verdict(t["met"])]
                                for t in targets]))

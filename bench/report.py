@@ -14,7 +14,7 @@ starts its own. A bench that does not exist yet, or fails, gets a
 "not run: <reason>" line instead of its section. The report is built from the
 JSON documents only (bench/README.md, "JSON shape"):
 
-- ``bench/out/report.md``: a headline table of every DESIGN.md target checked,
+- ``bench/out/report.md``: a headline table of every target target checked,
   then a section per bench: machine, date, command, versions, its tables,
   and its plots;
 - ``bench/out/<name>-latency.png`` (latency distributions) and

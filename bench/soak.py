@@ -20,7 +20,7 @@ test is active readers, whose timelines are cached; a cold read answers from
 DynamoDB and rebuilds the cache).
 
 It reports the error rate (status other than 200, or no answer within 5 s),
-the API's event-loop lag (its own ``feed_event_loop_lag_seconds`` histogram:
+the API's event-loop lag (its own ``feed_event_loop_lag_duration_seconds`` histogram:
 a 50 ms sleeper's lateness, counted over the measured window), the RSS of
 both processes (median of the first third of the window against the last
 third), read latency, and whether every koo published was delivered once the
@@ -90,7 +90,7 @@ REQUEST_TIMEOUT = 5.0
 MAX_ERROR_RATE = 0.001
 MAX_LOOP_LAG_SECONDS = 0.1
 MAX_RSS_GROWTH = 0.10
-LAG_METRIC = "feed_event_loop_lag_seconds"
+LAG_METRIC = "feed_event_loop_lag_duration_seconds"
 
 
 @dataclass

@@ -28,7 +28,7 @@ proves nothing was lost**: every signup the API accepted (202) is looked up in D
 afterwards (a consistent GetItem through the service's own store) and the missing ones
 are counted, as are answers other than 202.
 
-Targets (DESIGN.md): read p99 during the burst under 10 ms; nothing lost; the queue
+Targets (docs/performance.md): read p99 during the burst under 10 ms; nothing lost; the queue
 drains.
 
 Options: ``--readers N``, ``--read-rate R``, ``--signup-rate R``, ``--read-burst X``,
@@ -435,7 +435,7 @@ def report(opts: Options, r: dict[str, Any]
         target("the queue drains", secs(r["drain_after_run_s"]),
                r["drain_after_run_s"] is not None),
     ]
-    out += ["", "### Targets (DESIGN.md)", ""]
+    out += ["", "### Targets (docs/performance.md)", ""]
     out.append(markdown_table(["target", "measured", "result"],
                               [[t["target"], str(t["measured"]), verdict(t["met"])]
                                for t in targets]))

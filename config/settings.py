@@ -69,6 +69,7 @@ class Settings:
     dynamodb_max_attempts: int = 4
     dynamodb_retry_mode: str = "standard"
     dynamodb_client: str = "direct"
+    dynamodb_pitr: bool | None = None  # None: on for AWS's endpoints, off for custom ones
     dynamodb_concurrency: int = 16
     redis_timeout: float = 2.0
     api_timeout: float = 0.8
@@ -95,6 +96,12 @@ class Settings:
     def celebrity_recent_items(self) -> int:
         """How many recent koos of a celebrity are kept for pull at read time."""
         return max(self.backfill_on_follow, 200)
+
+    def pitr_enabled(self, endpoint: str | None) -> bool:
+        """Whether ``feed tables create`` turns on point-in-time recovery for the tables
+        behind ``endpoint`` (None: AWS's own). Unset, only on AWS: an emulator's backups
+        protect nothing, and DynamoDB Local has none."""
+        return endpoint is None if self.dynamodb_pitr is None else self.dynamodb_pitr
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +184,7 @@ class Settings:
             "dynamodb_client": reader.get(
                 "DYNAMODB_CLIENT", _dynamodb_client, defaults.dynamodb_client
             ),
+            "dynamodb_pitr": reader.get("DYNAMODB_PITR", _bool, defaults.dynamodb_pitr),
             "dynamodb_concurrency": reader.get(
                 "DYNAMODB_CONCURRENCY", _positive_int, defaults.dynamodb_concurrency
             ),

@@ -1,7 +1,8 @@
 """DynamoDB table definitions: names, keys, indexes and TTL attributes.
 
-One entry per dataset (DESIGN.md "Data model"). ``feed tables create``
-creates whatever is missing from these definitions.
+One entry per dataset. ``feed tables create`` reconciles the tables with these
+definitions: it creates missing tables, adds missing indexes one at a time,
+enables TTL, and reports what it cannot change.
 """
 
 from __future__ import annotations

@@ -25,13 +25,13 @@ between the commit and the follow-up loses nothing.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from feed import jobs as job
 from feed import keys, metrics
+from feed.cache.fallback import without_cache
 from feed.errors import (
     NotReady,
     StorageUnavailable,
@@ -174,7 +174,7 @@ class EventApplier:
     async def _signed_up(self, event: UserSignedUp) -> str:
         first = await self.stores.ledger.claim(event)
         changed = await self.stores.users.save_profile(event)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("drop_profiles"):
             await self.cache.drop_profiles(event.user_id)
         return await self._settle_claim(event, first, APPLIED if changed else NOOP)
 
@@ -195,7 +195,7 @@ class EventApplier:
             created_at=event.occurred_at, hashtags=event.hashtags,
             reply_to=event.reply_to, rekoo_of=event.rekoo_of,
         )
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("put_koos"):
             await self.cache.put_koos([koo])
         if pull and not celebrity:
             await self.stores.users.set_celebrity(author, True, at=event.occurred_at)
@@ -256,7 +256,7 @@ class EventApplier:
             # An older event changed the row between our write and settle: go again.
         else:
             raise StorageUnavailable(f"reaction row of koo {koo_id} keeps changing", "contended")
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("bump_counter"):
             await self.cache.bump_counter(koo_id, COUNTER_OF[event.kind], delta)
             if author != event.user_id:
                 await self.cache.affinity_changed(
@@ -295,8 +295,10 @@ class EventApplier:
         else:
             active = await self.stores.relations.is_active(user, kind, other)
         if kind == keys.REL_FOLLOW:
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("drop_profiles"):
                 await self.cache.drop_profiles(user, other)  # their counters changed
+            # A new follow time: how far back a pulled author's koos show changes with it.
+            await self.cache.drop_pull_floor(user, other)
         await self.cache.relation_changed(_RELATION_SET[kind](user), other, active)
         if kind == keys.REL_BLOCK:
             await self.cache.relation_changed(keys.blocked_by(other), user, active)

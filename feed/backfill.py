@@ -23,14 +23,17 @@ import orjson
 
 from config.settings import Settings
 from feed import keys
+from feed.errors import ValidationFailed
 from feed.events import check_id
-from feed.jobs import BACKFILL_CHUNK
+from feed.jobs import BACKFILL_CHUNK, REFRESH_POPULAR
 from feed.progress import Progress
 
 __all__ = ["KINDS", "BackfillRun", "add_backfill_parser", "run_backfill"]
 
 KINDS = ("timelines", "recommendations")
 STATE_TTL_SECONDS = 7 * 86_400
+# The exit code of a run that stopped waiting (--timeout) before its chunks were done.
+EXIT_STOPPED_WAITING = 4
 
 
 def add_backfill_parser(sub: Any) -> None:
@@ -47,7 +50,7 @@ def add_backfill_parser(sub: Any) -> None:
     ):
         p = kinds.add_parser(kind, help=text, description=text)
         who = p.add_mutually_exclusive_group(required=True)
-        who.add_argument("--user", action="append", metavar="USER_ID",
+        who.add_argument("--user", action="append", metavar="USER_ID", type=_user_id,
                          help="a user to rebuild (repeatable)")
         who.add_argument("--all", action="store_true", help="every user")
         p.add_argument("--chunk", type=int, default=100, help="users per job (100)")
@@ -58,7 +61,16 @@ def add_backfill_parser(sub: Any) -> None:
         p.add_argument("--no-wait", action="store_true",
                        help="enqueue and exit without waiting for completion")
         p.add_argument("--timeout", type=float, default=0,
-                       help="stop waiting after this many seconds (0: no limit)")
+                       help="stop waiting after this many seconds, with exit code 4 "
+                       "(0: no limit)")
+
+
+def _user_id(text: str) -> str:
+    """``--user``: a bad id is a usage error, reported before anything is opened."""
+    try:
+        return check_id("user_id", text)
+    except ValidationFailed as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_id_for(kind: str, users: list[str] | None) -> str:
@@ -135,6 +147,10 @@ async def run_backfill(settings: Settings, args: argparse.Namespace) -> int:
             for chunk, members in (await run.enqueued()).items():
                 if chunk not in done:
                     await _enqueue(jobs, run_id, args.kind, chunk, members)
+            if args.kind == "recommendations":
+                # Who-to-follow draws on the popular creators: refreshed first (on the
+                # same queue, so ahead of most chunks), once per run.
+                await jobs.enqueue(REFRESH_POPULAR, job_id=keys.popular_job(run_id))
             if state.get("listed") != "1":
                 await _list_users(run, jobs, args.kind, users, Users(db), chunk_size, state)
         if args.no_wait:
@@ -204,7 +220,7 @@ async def _wait(run: BackfillRun, wait_limit: float) -> int:
         if wait_limit and time.monotonic() - started > wait_limit:
             print(f"stopped waiting after {wait_limit:.0f} s: {finished}/{total} chunks done; "
                   "run the same command to resume", file=sys.stderr)
-            return 4
+            return EXIT_STOPPED_WAITING
         await asyncio.sleep(0.5)
 
 

@@ -10,14 +10,14 @@ once (single-flight), when a read finds it missing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from config.settings import Settings
 from feed import keys
 from feed.cache import Cache, TimelineWindow
+from feed.cache.fallback import without_cache
 from feed.errors import StorageUnavailable
 from feed.models import Koo, RelationSets
 from feed.store import Entry, Stores
@@ -123,7 +123,22 @@ class CandidateWalk(ReaderViews):
         """
         if celebrities is None:
             celebrities = await self.celebrities()
-        pulled_from = {a for a in relations.following & celebrities if relations.sees(reader, a)}
+        pulled_from = sorted(a for a in relations.following & celebrities
+                             if relations.sees(reader, a))
+        # How far back each followed celebrity's koos show, read beside the first step.
+        floors = asyncio.ensure_future(self.pull_floors(reader, pulled_from))
+        try:
+            return await self._walk(reader, relations, want, before, pulled_from, floors,
+                                    window, page)
+        finally:
+            if not floors.done():
+                floors.cancel()
+
+    async def _walk(
+        self, reader: str, relations: RelationSets, want: int, before: tuple[int, str] | None,
+        pulled_from: list[str], floors: Awaitable[dict[str, tuple[int, str] | None]],
+        window: TimelineWindow | None, page: tuple[list[Entry], bool] | None,
+    ) -> Slice:
         out: list[Candidate] = []
         seen: set[str] = set()
         cursor = before
@@ -133,7 +148,7 @@ class CandidateWalk(ReaderViews):
                                                                  window=window, page=page)
             window, page = None, None
             pulled, pulled_horizon = await self._celebrity_slice(
-                sorted(pulled_from), cursor, batch
+                pulled_from, cursor, batch, floors
             )
             horizon = pulled_horizon
             if timeline_more and timeline:
@@ -180,7 +195,7 @@ class CandidateWalk(ReaderViews):
         ``page``: these ``limit`` entries from ``before``, already read from DynamoDB."""
         found: list[tuple[str, int, str]] = []
         if window is None and page is None:
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("window"):
                 window = await self.cache.window(reader, limit=limit, before=before)
         if window is not None and window.ready:
             page = None  # read for want of a window: not what follows this one
@@ -204,16 +219,16 @@ class CandidateWalk(ReaderViews):
         return found, more
 
     async def _celebrity_slice(
-        self, authors: Sequence[str], before: tuple[int, str] | None, limit: int
+        self, authors: Sequence[str], before: tuple[int, str] | None, limit: int,
+        floors: Awaitable[dict[str, tuple[int, str] | None]],
     ) -> tuple[list[tuple[str, int, str]], tuple[int, str] | None]:
         """Recent koos of followed celebrities older than ``before``; and the horizon: the
         newest position below which some author may have more koos than fetched."""
         if not authors:
             return [], None
-        try:
+        cached: dict[str, tuple[list[tuple[str, int]], bool] | None] = dict.fromkeys(authors)
+        with without_cache("author_recent"):
             cached = await self.cache.author_recent(authors, before=before, limit=limit)
-        except StorageUnavailable:
-            cached = dict.fromkeys(authors)
         rows: dict[str, list[tuple[str, int]]] = {}
         from_storage: list[tuple[str, tuple[int, str] | None]] = []
         fresh: list[str] = []
@@ -244,6 +259,12 @@ class CandidateWalk(ReaderViews):
         ))
         for (author, _), entries in zip(from_storage, loaded, strict=True):
             rows[author] = rows.get(author, []) + entries
+        floor_of = await floors
+        for author, entries in rows.items():
+            floor = floor_of.get(author)
+            if floor is not None:
+                # Older than the floor: before the follow, past the koos it brings back.
+                rows[author] = [(k, c) for k, c in entries if (c, k) >= floor]
         found: list[tuple[str, int, str]] = []
         horizon: tuple[int, str] | None = None
         for entries in rows.values():
@@ -253,13 +274,49 @@ class CandidateWalk(ReaderViews):
                 horizon = last if horizon is None else max(horizon, last)
         return found, horizon
 
+    async def pull_floors(self, reader: str, authors: Sequence[str]
+                          ) -> dict[str, tuple[int, str] | None]:
+        """For each followed celebrity, the oldest position of theirs the reader sees:
+        every koo since the follow, and FEED_BACKFILL_ON_FOLLOW of those before it (as a
+        follow brings into a timeline); None when no more than that came before."""
+        if not authors:
+            return {}
+        found: dict[str, tuple[int, str] | None] = {}
+        with without_cache("pull_floors"):
+            found = await self.cache.pull_floors(reader, authors)
+        missing = [a for a in authors if a not in found]
+        if not missing:
+            return found
+        versions = await self.stores.relations.versions(
+            [(reader, keys.REL_FOLLOW, a) for a in missing])
+        computed = dict(zip(missing, await asyncio.gather(*(
+            self._pull_floor(a, followed_at) for a, followed_at in zip(missing, versions,
+                                                                       strict=True)
+        )), strict=True))
+        with without_cache("store_pull_floors"):
+            await self.cache.store_pull_floors(reader, computed)
+        return found | computed
+
+    async def _pull_floor(self, author: str, followed_at: int | None
+                          ) -> tuple[int, str] | None:
+        if followed_at is None:
+            return None  # not followed (any more): the relation check hides them anyway
+        allowed = self.settings.backfill_on_follow
+        if allowed <= 0:
+            return (followed_at, "")
+        older = await self.stores.koos.by_author(author, limit=allowed, before=(followed_at, ""))
+        if len(older) < allowed:
+            return None
+        koo_id, created = older[-1]
+        return (created, koo_id)
+
     async def _recent_of(self, author: str) -> list[tuple[str, int]]:
         """A pulled author's recent koos from DynamoDB (FEED_CELEBRITY_RECENT_ITEMS of
         them), cached for the next reads; concurrent readers share one query."""
 
         async def load() -> list[tuple[str, int]]:
             recent = await self.stores.koos.by_author(author, limit=keep)
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("store_author_recent"):
                 await self.cache.store_author_recent(author, recent,
                                                      complete=len(recent) < keep)
             return recent

@@ -10,18 +10,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.metadata
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import orjson
 
 from config.settings import Settings, SettingsError
+from feed.admin import (
+    add_dead_letters_parser,
+    check_workers,
+    create_tables,
+    run_dead_letters,
+)
 from feed.backfill import add_backfill_parser, run_backfill
-from feed.errors import StorageError, ValidationFailed
-from feed.events import event_digest, validate_event
-from feed.logs import setup_logging
+from feed.errors import CacheUnavailable, StorageError, StorageUnavailable, ValidationFailed
+from feed.events import MAX_BATCH, event_digest, validate_event
+from feed.logs import redacted_url, setup_logging
 from feed.progress import Progress
 
 __all__ = ["main"]
@@ -69,16 +78,36 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the arq workers until SIGTERM/SIGINT",
                             description="Run arq workers. On SIGTERM/SIGINT they stop taking "
                             "jobs, let running ones finish (20 s at most), hand the rest "
-                            "back to the queue, and exit 0.")
+                            "back to the queue, and exit 0. While the queue's Redis does "
+                            "not answer they wait for it, warning with FEED_REDIS_URL; with "
+                            "--burst they exit 3 instead.")
     worker.add_argument("--queue", choices=["realtime", "backfill", "all"], default="all",
                         help="which queue to serve (all)")
     worker.add_argument("--burst", action="store_true",
                         help="exit once the queues are empty")
+    worker.add_argument("--check", action="store_true",
+                        help="run nothing: exit 0 if a worker of the queue(s) reported "
+                        "itself alive in the last 30 s, else 1 (a container healthcheck)")
 
     tables = sub.add_parser("tables", help="manage the DynamoDB tables")
     tables_sub = tables.add_subparsers(dest="tables_command", required=True, metavar="ACTION")
-    tables_sub.add_parser("create", help="create every table and index if missing "
-                          "(idempotent) and wait until active")
+    create = tables_sub.add_parser(
+        "create", help="create or update the tables to match their definitions (idempotent)",
+        description="Reconcile every table with its definition (config/tables.py), also "
+        "the users table of every FEED_REGIONS region: create missing tables, add missing "
+        "global secondary indexes one at a time, enable TTL where a table defines it and "
+        "point-in-time recovery on the system-of-record tables (FEED_DYNAMODB_PITR; by "
+        "default on AWS only), waiting until each table and index is ACTIVE. It only "
+        "adds: one line per change. What it cannot change (an index whose key differs "
+        "from its definition, a missing local index) is reported and left as it is, and "
+        "the exit code is then 1.",
+    )
+    create.add_argument("--dry-run", action="store_true",
+                        help="print what would change, change nothing")
+    create.add_argument("--wait", type=float, default=3600.0, metavar="SECONDS",
+                        help="longest wait for each table or new index to become ACTIVE "
+                        "(3600); a new index on a big table takes a while to build, and "
+                        "running the command again keeps waiting")
 
     publish = sub.add_parser(
         "publish", help="publish events from a JSON-lines file",
@@ -87,20 +116,39 @@ def _parser() -> argparse.ArgumentParser:
         "exit code is 1 if any line was bad, 0 otherwise.",
     )
     publish.add_argument("file", help="path of the .jsonl file, or - for stdin")
-    publish.add_argument("--batch", type=int, default=500, help="events per enqueue batch")
+    publish.add_argument("--batch", type=_batch_size, default=MAX_BATCH,
+                         help=f"events per enqueue batch (1-{MAX_BATCH}; {MAX_BATCH})")
     publish.add_argument("--quiet", action="store_true", help="no progress bar")
 
     add_backfill_parser(sub)
+    add_dead_letters_parser(sub)
     return parser
 
 
 EXIT_CODES = """exit codes:
   0  done
-  1  bad input (feed publish: some lines were bad and skipped)
+  1  bad input (feed publish: some lines were bad and skipped; feed tables create: a
+     difference it cannot change; feed dead-letters: a letter not found or not
+     replayable; feed worker --check: no worker reported in the last 30 s)
   2  usage or configuration error (a missing file, an invalid FEED_* variable, a
      missing extra)
-  3  a service did not answer or refused (Redis, DynamoDB, credentials)
+  3  a service did not answer or refused (Redis, DynamoDB, credentials); the message
+     names the variable to check: FEED_REDIS_URL (the queue), FEED_CACHE_REDIS_URL
+     (the cache) or FEED_DYNAMODB_ENDPOINT. feed worker waits for its queue instead
+     (a warning in its log); feed worker --burst does not
+  4  feed backfill --timeout: stopped waiting; the same command resumes the run
   130 interrupted"""
+
+
+def _batch_size(text: str) -> int:
+    """``--batch``: a batch the publisher accepts, checked before a line is read."""
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= size <= MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_BATCH}, not {size}")
+    return size
 
 
 def _version() -> str:
@@ -126,9 +174,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args, settings)
     except KeyboardInterrupt:
         return 130
-    except StorageError as exc:
-        print(f"feed: storage error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = service_failure(exc, settings)
+        if message is None:
+            raise
+        print(f"feed: {message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+
+
+def service_failure(exc: BaseException, settings: Settings) -> str | None:
+    """The line for a service that did not answer or refused, naming the variable that
+    points at it (without its password); None for anything else, which is a bug and keeps
+    its traceback."""
+    from redis.exceptions import RedisError
+
+    if isinstance(exc, CacheUnavailable):
+        return _unavailable("the cache's Redis", settings.cache_redis_url,
+                            "FEED_CACHE_REDIS_URL", exc)
+    # Outside the API and the workers' jobs, the queue's is the only Redis a command uses.
+    cause = next((e for e in _causes(exc) if isinstance(e, RedisError)), None)
+    if cause is not None:
+        return _unavailable("the queue's Redis", settings.redis_url, "FEED_REDIS_URL", cause)
+    if isinstance(exc, StorageUnavailable):
+        where, check = (f"at {redacted_url(settings.dynamodb_endpoint)}",
+                        "FEED_DYNAMODB_ENDPOINT") if settings.dynamodb_endpoint else (
+            f"(AWS, {settings.aws_region})", "FEED_DYNAMODB_ENDPOINT and FEED_AWS_REGION")
+        if settings.regions:
+            check += ", or FEED_REGIONS for a home region's endpoint"
+        return f"DynamoDB {where} is unavailable (check {check}): {exc}"
+    if isinstance(exc, StorageError):  # refused credentials name where they came from
+        return f"storage error: {exc}"
+    return None
+
+
+def _unavailable(service: str, url: str, variable: str, exc: BaseException) -> str:
+    return (f"{service} at {redacted_url(url)} is unavailable (check {variable}): "
+            f"{str(exc) or type(exc).__name__}")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it was raised from or while handling, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,28 +243,56 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from workers.settings import run_workers
 
         queues = ["realtime", "backfill"] if args.queue == "all" else [args.queue]
+        if args.check:
+            return asyncio.run(check_workers(settings, queues))
         asyncio.run(run_workers(settings, queues, burst=args.burst))
         return EXIT_OK
     if args.command == "tables":
-        return asyncio.run(_create_tables(settings))
+        return asyncio.run(create_tables(settings, dry_run=args.dry_run, wait=args.wait))
     if args.command == "publish":
         return asyncio.run(publish_file(settings, args.file, batch=args.batch,
                                         quiet=args.quiet))
     if args.command == "backfill":
         return asyncio.run(run_backfill(settings, args))
+    if args.command == "dead-letters":
+        return asyncio.run(run_dead_letters(settings, args))
     raise AssertionError(args.command)
 
 
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def _serve_api(settings: Settings, host: str, port: int, workers: int) -> int:
-    import uvicorn
-
-    from feed.api._server import ConnectionLimits, guarded_protocol
-
     if not settings.api_tokens:
         print("feed: FEED_API_TOKENS is empty: every /v1 request would be refused",
               file=sys.stderr)
         return EXIT_USAGE
-    # uvicorn drains, then re-raises the signal it caught; the contract wants exit 0.
+    # The API's processes write their metrics to files in one directory and /metrics adds
+    # them up (prometheus-client's multiprocess mode), so any process answering a scrape
+    # shows them all; one process (--workers 1) uses it too, so /metrics reads one way.
+    # prometheus_client reads the variable when first imported: it is set before anything
+    # here imports it, and uvicorn's workers are spawned and inherit it. A new private
+    # directory per run holds no file of an earlier run (whatever the variable said) and
+    # goes with the run.
+    metrics_dir = tempfile.mkdtemp(prefix="feed-api-metrics-")
+    inherited = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = metrics_dir
+    try:
+        return _run_uvicorn(settings, host, port, workers)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        if inherited is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = inherited
+
+
+def _run_uvicorn(settings: Settings, host: str, port: int, workers: int) -> int:
+    import uvicorn
+
+    from feed.api._server import ConnectionLimits, guarded_protocol
+
+    # uvicorn drains, then re-raises the signal it caught; `feed api` exits 0 on a signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_cleanly)
     # The guarded protocol bounds what one client can make a process hold (header size,
@@ -192,20 +311,11 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(EXIT_OK)
 
 
-async def _create_tables(settings: Settings) -> int:
-    from feed.store import create_regional_tables, create_tables, open_dynamo, open_regions
-
-    async with open_dynamo(settings) as db, open_regions(settings) as regions:
-        created = await create_tables(db)
-        created += await create_regional_tables(regions)
-    names = ", ".join(created) if created else "none (all existed)"
-    print(f"tables ready; created: {names}")
-    return EXIT_OK
-
-
 # A command-line tool with nothing else on its loop: plain blocking file reads are fine.
-def _open_text(path: str) -> TextIO:
-    return open(path, encoding="utf-8")
+# Lines are read as bytes: one that is not UTF-8 is a bad line (orjson says so), not a
+# crash of the whole run.
+def _open_binary(path: str) -> BinaryIO:
+    return open(path, "rb")
 
 
 def _count_lines(path: str) -> int:
@@ -219,7 +329,7 @@ async def publish_file(settings: Settings, path: str, *, batch: int = 500,
     from feed.publisher import connect_publisher
 
     try:
-        source: TextIO = sys.stdin if path == "-" else _open_text(path)
+        source: BinaryIO = sys.stdin.buffer if path == "-" else _open_binary(path)
         total = None if path == "-" else _count_lines(path)
     except OSError as exc:
         print(f"feed: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
@@ -266,7 +376,7 @@ async def publish_file(settings: Settings, path: str, *, batch: int = 500,
             if pending:
                 published += await publisher.publish(pending)
     finally:
-        if source is not sys.stdin:
+        if source is not sys.stdin.buffer:
             source.close()
     progress.update(done, bad, final=True)
     print(f"published {published} events; {bad} bad lines skipped", file=sys.stderr)

@@ -16,15 +16,16 @@ import hashlib
 import hmac
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["CursorCodec", "InvalidCursor"]
+__all__ = ["MAX_WALK_RECOMMENDED", "CursorCodec", "FeedPosition", "InvalidCursor", "walk_digest"]
 
-MAX_CURSOR_LENGTH = 2048
+MAX_CURSOR_LENGTH = 4096
 VERSION = b"\x01"
 SALT_BYTES = 16
 TAG_BYTES = 16
@@ -97,3 +98,54 @@ class CursorCodec:
             raise InvalidCursor("the cursor has expired")
         position: dict[str, Any] = payload["p"]
         return position
+
+
+# Recommended koos a walk remembers so as never to repeat one: 4 bytes each in the cursor.
+MAX_WALK_RECOMMENDED = 200
+
+
+def walk_digest(koo_id: str) -> str:
+    """The short name a cursor keeps of a recommended koo (a collision only skips one)."""
+    return hashlib.blake2s(koo_id.encode(), digest_size=4).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """Where a reader's walk through their feed is: the timeline position, how many items
+    it has shown, and which recommended koos (their :func:`walk_digest`)."""
+
+    before: tuple[int, str] | None = None
+    shown: int = 0
+    recommended_before: frozenset[str] = frozenset()
+    recommended_order: tuple[str, ...] = ()
+
+    @classmethod
+    def from_position(cls, position: dict[str, Any]) -> FeedPosition:
+        created, koo_id = position.get("t"), position.get("k")
+        shown, seen = position.get("n", 0), position.get("x", "")
+        if created is None and koo_id is None:
+            before = None
+        elif isinstance(created, int) and isinstance(koo_id, str):
+            before = (created, koo_id)
+        else:
+            raise InvalidCursor("the cursor is malformed")
+        if (not isinstance(shown, int) or shown < 0 or not isinstance(seen, str)
+                or len(seen) % 8 or len(seen) > 8 * MAX_WALK_RECOMMENDED):
+            raise InvalidCursor("the cursor is malformed")
+        order = tuple(seen[i:i + 8] for i in range(0, len(seen), 8))
+        return cls(before, shown, frozenset(order), order)
+
+    def recommended_slots(self, limit: int, every: int) -> int:
+        """How many of the next ``limit`` items are recommended: one at every ``every``-th
+        position of the whole walk, so the rate holds over pages of any size."""
+        if every <= 0 or len(self.recommended_order) >= MAX_WALK_RECOMMENDED:
+            return 0
+        return (self.shown + limit) // every - self.shown // every
+
+    def after(self, boundary: tuple[int, str] | None, shown: int, recommended: list[str]
+              ) -> dict[str, Any]:
+        """The next page's cursor position."""
+        order = (*self.recommended_order, *(walk_digest(k) for k in recommended))
+        created, koo_id = boundary if boundary is not None else (None, None)
+        return {"t": created, "k": koo_id, "n": self.shown + shown,
+                "x": "".join(order[:MAX_WALK_RECOMMENDED])}

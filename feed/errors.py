@@ -26,7 +26,7 @@ class FeedError(Exception):
 
 
 class ValidationFailed(FeedError):
-    """Input (an event, an id, a query parameter) does not match the contract."""
+    """Input (an event, an id, a query parameter) breaks the API's rules."""
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:
         self.errors = errors
@@ -48,6 +48,10 @@ class StorageError(FeedError):
 
 class StorageUnavailable(StorageError):
     """DynamoDB or Redis did not answer, or asked us to slow down: worth retrying later."""
+
+
+class CacheUnavailable(StorageUnavailable):
+    """The hot cache's Redis did not answer (or was skipped after failing a moment ago)."""
 
 
 class RetriesExhausted(StorageUnavailable):

@@ -30,7 +30,7 @@ ID_RULE: Final = "must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'"
 
 
 def is_valid_id(value: object) -> bool:
-    """True if ``value`` is a user or koo id of the contract's alphabet and length."""
+    """True if ``value`` is a user or koo id of the documented alphabet and length."""
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "QUEUE_TIMEOUTS",
     "REALTIME",
     "REBUILD_TIMELINE",
+    "REFRESH_POPULAR",
     "SWEEP_FANOUTS",
     "TRIM_TIMELINE",
     "Job",
@@ -50,6 +51,9 @@ class Job:
 
     name: str
     queue: str
+    # Seconds arq keeps a finished job's result, which also refuses a new job under the
+    # same id meanwhile; None: the worker's default, 0: dedupe only while queued.
+    keep_result: int | None = None
 
     @property
     def timeout(self) -> int:
@@ -66,14 +70,16 @@ PURGE_DELETED_KOO: Final = Job("purge_deleted_koo", BACKFILL)
 PURGE_AUTHOR: Final = Job("purge_author_from_timeline", BACKFILL)
 DEMOTE_CELEBRITY: Final = Job("demote_celebrity", BACKFILL)
 REBUILD_TIMELINE: Final = Job("rebuild_timeline", BACKFILL)
-TRIM_TIMELINE: Final = Job("trim_timeline", BACKFILL)
+TRIM_TIMELINE: Final = Job("trim_timeline", BACKFILL, keep_result=0)
 COMPUTE_RECOMMENDATIONS: Final = Job("compute_recommendations", BACKFILL)
+# Kept five minutes: a read that finds a list missing enqueues it at most that often.
+REFRESH_POPULAR: Final = Job("refresh_popular_authors", BACKFILL, keep_result=300)
 BACKFILL_CHUNK: Final = Job("backfill_chunk", BACKFILL)
 
 JOBS: Final = (
     APPLY_EVENT, FAN_OUT_KOO, DELIVER_KOO_CHUNK, MERGE_AUTHOR, SWEEP_FANOUTS,
     PURGE_DELETED_KOO, PURGE_AUTHOR, DEMOTE_CELEBRITY, REBUILD_TIMELINE, TRIM_TIMELINE,
-    COMPUTE_RECOMMENDATIONS, BACKFILL_CHUNK,
+    COMPUTE_RECOMMENDATIONS, REFRESH_POPULAR, BACKFILL_CHUNK,
 )
 
 

@@ -88,6 +88,11 @@ def blocked_by(user_id: str) -> str:
     return f"feed:{{{user_id}}}:blocked_by"
 
 
+def pull_floors(user_id: str) -> str:
+    """Hash followed celebrity -> the oldest position of theirs the reader may see."""
+    return f"feed:{{{user_id}}}:pullfloors"
+
+
 def affinity(user_id: str) -> str:
     """Hash author_id -> interaction weight of the reader with that author."""
     return f"feed:{{{user_id}}}:affinity"
@@ -152,6 +157,11 @@ def auth_failures(address: str) -> str:
 # --- Redis: job ids (arq _job_id) -----------------------------------------------------
 
 
+def worker_health(queue: str) -> str:
+    """Where a queue's workers report they are alive (arq's health check; it expires)."""
+    return f"{QUEUES[queue]}:health-check"
+
+
 def event_job(event_id: str, digest: str) -> str:
     """arq job id of one event: a second enqueue of the same event is a no-op, while a
     different event under a used ``event_id`` (another ``digest``) still reaches a
@@ -188,6 +198,23 @@ def unmerge_job(reader: str, author: str, event_id: str) -> str:
 def demote_job(author: str, event_id: str) -> str:
     """arq job id of a celebrity's demotion, checked after the unfollow ``event_id``."""
     return f"demote:{author}:{event_id}"
+
+
+def replay_job(event_id: str, digest: str, failed_at: int) -> str:
+    """arq job id of replaying a dead letter: one per dead letter written, so replaying it
+    twice enqueues once, and a letter written again can be replayed again."""
+    return f"replay:{event_id}:{digest[:16]}:{failed_at}"
+
+
+def trim_job(reader: str) -> str:
+    """arq job id of trimming a reader's stored timeline to the cap (one queued at a time)."""
+    return f"trim:{reader}"
+
+
+def popular_job(slot: str) -> str:
+    """arq job id of a refresh of the popular creators: ``slot`` names the run (a cron
+    slot, a backfill run, or "missing" for a read that found a list gone)."""
+    return f"popular:{slot}"
 
 
 def backfill_chunk_job(run_id: str, chunk: str) -> str:

@@ -1,8 +1,10 @@
-"""Structured logging: one JSON object per line, with the ids a record carries.
+"""Structured logging: one JSON object per line (or plain text), with the ids a record
+carries.
 
 Records name what they are about through ``extra={"event_id": ..., "koo_id": ...,
-"user_id": ...}``. Tokens and cursors are never logged: fields that could hold
-them are dropped here as a second line of defence.
+"user_id": ...}``; both formats show these fields. Tokens and cursors are never logged:
+fields that could hold them are dropped here as a second line of defence, and so are
+attributes that only repeat the message for another purpose.
 """
 
 from __future__ import annotations
@@ -11,13 +13,26 @@ import logging
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "record_fields", "redacted_url", "setup_logging"]
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 _SECRET_FIELDS = frozenset({"token", "authorization", "cursor", "password", "secret"})
+# Attributes libraries add that say again what the message says: uvicorn's
+# ``color_message`` is the message with ANSI colour codes, for its own console only.
+_DUPLICATES = frozenset({"color_message"})
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The context a record carries (its ``extra`` fields), secrets and duplicates left out."""
+    return {
+        key: value for key, value in vars(record).items()
+        if key not in _STANDARD and key not in _DUPLICATES and not key.startswith("_")
+        and key.lower() not in _SECRET_FIELDS
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,24 +44,56 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key in _STANDARD or key.startswith("_"):
-                continue
-            if key.lower() in _SECRET_FIELDS:
-                continue
-            entry[key] = value
+        entry.update(record_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """One line for a person: time, level, logger, message, then the record's context as
+    ``key=value`` (a value with spaces or quotes is quoted), before any traceback."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        fields = record_fields(record)
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{key}={_text_value(value)}"
+                                     for key, value in fields.items())
+
+
+def _text_value(value: Any) -> str:
+    if not isinstance(value, str):
+        return orjson.dumps(value, default=str).decode()
+    if value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def redacted_url(url: str) -> str:
+    """A connection URL fit for a log or a message: scheme, user, host, port and path,
+    without the password or the query (which may carry one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:  # not a URL at all: say nothing of what it holds
+        return "(unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    user = f"{parts.username}@" if parts.username else ""
+    where = f"{host}:{port}" if port is not None else host
+    return f"{parts.scheme}://{user}{where}{parts.path}"
+
+
 def setup_logging(level: str = "INFO", *, json_format: bool = True) -> None:
     """Configure the root logger once (the CLI calls this)."""
     handler = logging.StreamHandler(sys.stderr)
-    if json_format:
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_format else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -65,6 +65,13 @@ class ArqJobQueue:
             raise StorageUnavailable(f"queue redis: {exc}", type(exc).__name__) from exc
         return queued is not None
 
+    async def healthy(self, queue: str) -> bool:
+        """Whether a worker of this queue reported it is alive in the last 30 s."""
+        try:
+            return bool(await self.pool.exists(keys.worker_health(queue)))
+        except (RedisError, OSError) as exc:
+            raise StorageUnavailable(f"queue redis: {exc}", type(exc).__name__) from exc
+
     async def depth(self, queue: str) -> int:
         """Jobs due now in one queue (deferred jobs and the sweeper's next run not counted)."""
         now_ms = int(time.time() * 1000)

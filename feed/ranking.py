@@ -89,15 +89,17 @@ def rank(
     return ranked
 
 
-def interleave(ranked: Sequence[Ranked], extra: Sequence[Ranked], every: int) -> list[Ranked]:
-    """Put one of ``extra`` at every ``every``-th position (1-based), the rest after."""
+def interleave(ranked: Sequence[Ranked], extra: Sequence[Ranked], every: int, *,
+               start: int = 0) -> list[Ranked]:
+    """Put one of ``extra`` at every ``every``-th position (1-based) of a walk whose
+    earlier pages showed ``start`` items; the rest after."""
     if every <= 0 or not extra:
         return list(ranked)
     out: list[Ranked] = []
     pending = list(extra)
     main = list(ranked)
     while main or pending:
-        if pending and (len(out) + 1) % every == 0:
+        if pending and (start + len(out) + 1) % every == 0:
             out.append(pending.pop(0))
         elif main:
             out.append(main.pop(0))

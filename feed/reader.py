@@ -7,20 +7,24 @@ benchmarks, which call it in-process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
 from config.settings import Settings
+from feed import jobs as job
 from feed import keys, ranking, recommend
-from feed.cursor import CursorCodec, InvalidCursor
+from feed.cache.fallback import without_cache
+from feed.candidates import Slice
+from feed.cursor import CursorCodec, FeedPosition, InvalidCursor, walk_digest
 from feed.errors import NotFound, StorageUnavailable
 from feed.models import Koo, RelationSets, User
 from feed.ranking import Ranked
 from feed.recommend import KooPick, UserPick
 from feed.timeline import FeedManager
+from feed.views import PageState
 
 __all__ = ["FeedPage", "Reader"]
 
@@ -80,14 +84,14 @@ class Reader:
     ) -> FeedPage:
         """One page of the reader's ranked home feed."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        before: tuple[int, str] | None = None
-        rec_offset = 0
+        walk = FeedPosition()
         if cursor is not None:
             position = self.cursors.decode(cursor, "feed", reader, now=now_ms / 1000)
-            before, rec_offset = _feed_position(position)
+            walk = FeedPosition.from_position(position)
         every = self.settings.recommended_every
-        n_rec = limit // every if every > 0 else 0
+        n_rec = walk.recommended_slots(limit, every)
         want = limit - n_rec
+        before = walk.before
         # A cold cache costs three DynamoDB round trips, each waiting for the one before:
         # the reader's state with the first timeline step; pulled celebrities' koos and
         # trending (or the stored recommended koos' bodies); the other bodies.
@@ -97,35 +101,48 @@ class Reader:
         relations = state.relations
         # The page's candidates and its recommended koos are read side by side.
         slice_, picks = await asyncio.gather(
-            self.manager.candidates(
-                reader, relations, want=want, before=before, celebrities=state.celebrities,
-                window=state.window, page=state.page,
-            ),
-            self._recommended_koos(state.user, relations, rec_offset + n_rec if n_rec else 0,
-                                   now_ms, stored=state.recommended),
+            self._candidates(reader, relations, want, before, state),
+            self._recommended_koos(state.user, relations, n_rec, now_ms,
+                                   stored=state.recommended, skip=walk.recommended_before),
         )
+        shown = {c.koo.koo_id for c in slice_.candidates}
+        fresh = [koo for koo, _ in picks if koo.koo_id not in shown][:n_rec]
+        if len(fresh) < n_rec and slice_.more:
+            # Too few recommended koos for their slots: the timeline fills the rest.
+            start = slice_.boundary if slice_.boundary is not None else before
+            rest = await self.manager.candidates(
+                reader, relations, want=n_rec - len(fresh), before=start,
+                celebrities=state.celebrities,
+            )
+            slice_ = Slice([*slice_.candidates, *rest.candidates],
+                           rest.boundary if rest.boundary is not None else start, rest.more)
         ranked = ranking.rank(
             [(c.koo, c.reason) for c in slice_.candidates], now_ms=now_ms,
             affinity=state.affinity, weights=self.settings.weights,
         )
-        extra: list[Ranked] = []
-        if n_rec:
-            shown = {c.koo.koo_id for c in slice_.candidates}
-            fresh = [p for p in picks[rec_offset:] if p[0].koo_id not in shown][:n_rec]
-            rec_offset += len(fresh)
-            extra = [
-                _as_recommended(koo, now_ms=now_ms, weights=self.settings.weights)
-                for koo, _ in fresh
-            ]
-        items = ranking.interleave(ranked, extra, every)
+        if not slice_.more:
+            # The walk ends on this page: no recommended koo past the last slot it reaches.
+            while fresh and walk.recommended_slots(len(ranked) + len(fresh), every) < len(fresh):
+                fresh.pop()
+        extra = [_as_recommended(koo, now_ms=now_ms, weights=self.settings.weights)
+                 for koo in fresh]
+        items = ranking.interleave(ranked, extra, every, start=walk.shown)
         next_cursor = None
-        if slice_.more and slice_.boundary is not None:
-            next_cursor = self.cursors.encode(
-                "feed", reader,
-                {"t": slice_.boundary[0], "k": slice_.boundary[1], "r": rec_offset},
-                now=now_ms / 1000,
-            )
+        if slice_.more and (slice_.boundary is not None or want == 0):
+            position = walk.after(slice_.boundary, len(items), [k.koo_id for k in fresh])
+            next_cursor = self.cursors.encode("feed", reader, position, now=now_ms / 1000)
         return FeedPage(items, next_cursor)
+
+    async def _candidates(self, reader: str, relations: RelationSets, want: int,
+                          before: tuple[int, str] | None, state: PageState) -> Slice:
+        if want == 0:
+            # A page of recommended koos only (a small page at a recommended slot): the
+            # timeline stays where it is (filled in below if none is found).
+            return Slice([], before, True)
+        return await self.manager.candidates(
+            reader, relations, want=want, before=before, celebrities=state.celebrities,
+            window=state.window, page=state.page,
+        )
 
     # --- koos -------------------------------------------------------------------------
 
@@ -143,7 +160,7 @@ class Reader:
         before = None
         if cursor is not None:
             position = self.cursors.decode(cursor, "koos", author, now=time.time())
-            before, _ = _feed_position(position)
+            before = FeedPosition.from_position(position).before
         ids = await self.stores.koos.by_author(author, limit=limit + 1, before=before)
         more = len(ids) > limit
         ids = ids[:limit]
@@ -197,13 +214,14 @@ class Reader:
 
     async def _recommended_koos(
         self, user: User, relations: RelationSets, limit: int, now_ms: int, *,
-        stored: list[dict[str, Any]] | None = None,
+        stored: list[dict[str, Any]] | None = None, skip: Container[str] = (),
     ) -> list[tuple[Koo, KooPick]]:
         """The best ``limit`` recommended koos the reader may see: the stored list, or
         trending in their language. Bodies are fetched a few at a time, best first, only
         until ``limit`` are found (a page shows one or two); of the trending list only the
         top TRENDING_FIRST are read unless they are all filtered out. ``stored``: the
-        cached stored list, when the caller has read it."""
+        cached stored list, when the caller has read it. ``skip``: koo ids already
+        recommended earlier in the reader's walk (by :func:`walk_digest`)."""
         if limit <= 0:
             return []
         if stored is None:
@@ -228,6 +246,7 @@ class Reader:
                 continue
             chunk = ranked[start:start + max(8, 2 * (limit - len(out)))]
             start += len(chunk)
+            chunk = [p for p in chunk if walk_digest(p.koo_id) not in skip]
             bodies = await self.manager.koos([p.koo_id for p in chunk])
             scored = [(bodies[p.koo_id], p.score) for p in chunk if p.koo_id in bodies]
             reasons = {p.koo_id: p.reason for p in chunk}
@@ -249,7 +268,7 @@ class Reader:
         this process share one computation.
         """
         cached = None
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("trending"):
             cached = await self.cache.trending(lang, limit)
         if cached is not None:
             entries, computed = cached
@@ -275,7 +294,7 @@ class Reader:
                                 ) -> list[tuple[str, float]]:
         if refresh:
             taken = False
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("try_lock"):
                 taken = await self.cache.try_lock(keys.trending_lock(lang),
                                                   TRENDING_LOCK_SECONDS)
             if not taken:
@@ -285,7 +304,7 @@ class Reader:
         ))
         bodies = [koo for day in days for koo in day]
         scored = recommend.trending(bodies, now_ms=now_ms)[:TRENDING_SAMPLE]
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("store_trending"):
             await self.cache.store_trending(lang, scored, ttl=TRENDING_TTL_SECONDS,
                                             computed_ms=now_ms)
         return scored
@@ -330,9 +349,17 @@ class Reader:
         for rel in outgoing:
             for candidate in rel.get(keys.REL_FOLLOW, ()):
                 mutual[candidate] = mutual.get(candidate, 0) + 1
-        popular: list[tuple[str, int]] = []
-        with contextlib.suppress(StorageUnavailable):
+        popular: list[tuple[str, int]] | None = []
+        with without_cache("popular_authors"):
             popular = await self.cache.popular_authors(user.lang, 50)
+        if popular is None:
+            # Never computed, or the cache was lost: have it rebuilt (once in a while).
+            try:
+                await self.manager.jobs.enqueue(job.REFRESH_POPULAR,
+                                                job_id=keys.popular_job("missing"))
+            except StorageUnavailable as exc:
+                log.warning("popular creators not rebuilt", extra={"error": str(exc)})
+            popular = []
         return recommend.recommend_follows(
             user.user_id, excluded=relations.following | relations.hidden,
             mutual_counts=mutual, popular=popular, lang=user.lang, limit=100,
@@ -359,7 +386,7 @@ class Reader:
             [{"target": p.koo_id, "score": p.score, "reason": p.reason} for p in koos],
             ttl_seconds=RECOMMENDATION_TTL_SECONDS,
         )
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("drop_recommendations"):
             for kind in ("follows", "koos"):
                 await self.cache.drop_recommendations(reader, kind)
         return len(follows) + len(koos)
@@ -369,19 +396,6 @@ def _quietly(task: asyncio.Task[Any]) -> None:
     """Retrieve a background task's exception (logged, not raised anywhere)."""
     if not task.cancelled() and task.exception() is not None:
         log.warning("background refresh failed", extra={"error": str(task.exception())})
-
-
-def _feed_position(position: dict[str, Any]) -> tuple[tuple[int, str] | None, int]:
-    created, koo_id, offset = position.get("t"), position.get("k"), position.get("r", 0)
-    if created is None and koo_id is None:
-        before = None
-    elif isinstance(created, int) and isinstance(koo_id, str):
-        before = (created, koo_id)
-    else:
-        raise InvalidCursor("the cursor is malformed")
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidCursor("the cursor is malformed")
-    return before, offset
 
 
 def _as_recommended(koo: Koo, *, now_ms: int, weights: Any) -> Ranked:

@@ -15,10 +15,12 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from config.settings import Settings
 from feed.apply import EventApplier
 from feed.cache import Cache, RedisClient
+from feed.logs import redacted_url
 from feed.publisher import EventPublisher
 from feed.queue import ArqJobQueue, open_queue_redis
 from feed.store import Stores, open_dynamo, open_regions
@@ -58,7 +60,13 @@ async def open_cache_redis(settings: Settings) -> RedisClient:
     try:
         info = await probe.info("cluster")
         clustered = bool(info.get("cluster_enabled"))
-    except Exception:  # a stand-in without INFO, or no answer yet: assume standalone
+    except (RedisError, OSError) as exc:
+        # No answer yet: start anyway (reads fall back to DynamoDB), but say where to look.
+        log.warning("the cache's Redis does not answer; going on without it for now "
+                    "(check FEED_CACHE_REDIS_URL)",
+                    extra={"url": redacted_url(settings.cache_redis_url), "error": str(exc)})
+        clustered = False
+    except Exception:  # a stand-in without INFO: standalone
         clustered = False
     if not clustered:
         return probe

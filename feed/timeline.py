@@ -12,16 +12,18 @@ first, then the cache, so the cache never holds what storage lacks.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from config.settings import Settings
+from feed import jobs as job
 from feed import keys
 from feed.cache import Cache
+from feed.cache.fallback import without_cache
 from feed.candidates import CandidateWalk
-from feed.errors import StorageUnavailable
 from feed.fanout import FanOut
 from feed.jobs import JobQueue
 from feed.models import RelationSets
@@ -29,9 +31,16 @@ from feed.store import Entry, Stores
 from feed.store.koos import FanoutState
 from feed.views import REACTION_WEIGHT
 
-__all__ = ["REACTION_WEIGHT", "FeedManager"]
+__all__ = ["REACTION_WEIGHT", "TRIM_SLACK", "FeedManager", "trim_every"]
 
 log = logging.getLogger(__name__)
+
+TRIM_SLACK = 10  # a reader's rows may pass the cap by about 1/TRIM_SLACK before a trim
+
+
+def trim_every(cap: int) -> int:
+    """Deliveries per cap check, on average, for a reader whose cap is ``cap``."""
+    return max(1, cap // TRIM_SLACK)
 
 
 class FeedManager(CandidateWalk):
@@ -41,6 +50,7 @@ class FeedManager(CandidateWalk):
     def __init__(self, settings: Settings, stores: Stores, cache: Cache,
                  jobs: JobQueue) -> None:
         super().__init__(settings, stores, cache)
+        self.jobs = jobs
         self.fanout = FanOut(self, jobs)
 
     # --- push / unpush: one koo, many readers ------------------------------------------
@@ -50,10 +60,9 @@ class FeedManager(CandidateWalk):
         calls this first, so followers see the koo within milliseconds while the rows
         take up to seconds. Best effort (``push`` writes the cache again, after storage);
         returns how many cached timelines took it."""
-        try:
+        with without_cache("announce"):
             return await self.cache.push(readers, entry.koo_id, entry.created_at)
-        except StorageUnavailable:
-            return 0
+        return 0
 
     async def push(self, entry: Entry, readers: Sequence[str]) -> int:
         """Deliver a koo to readers: DynamoDB rows, then active readers' cached timelines.
@@ -62,7 +71,9 @@ class FeedManager(CandidateWalk):
         rows were being written gets the koo from this push (rebuilds accept pushes).
         """
         await self.stores.timelines.add(readers, entry)
-        return await self.cache.push(readers, entry.koo_id, entry.created_at)
+        cached = await self.cache.push(readers, entry.koo_id, entry.created_at)
+        await self._check_caps(r for r in readers if self._trim_due(r, entry.koo_id))
+        return cached
 
     async def unpush(self, entry: Entry, readers: Sequence[str]) -> None:
         """Take a koo back out of readers' stored timelines.
@@ -104,6 +115,23 @@ class FeedManager(CandidateWalk):
             await self.cache.drop_timeline(reader)
         return len(mine)
 
+    # --- the per-reader cap (FEED_TIMELINE_MAX_ITEMS) -----------------------------------
+
+    def _trim_due(self, reader: str, koo_id: str) -> bool:
+        """Whether this delivery should have the reader's cap checked: about one in
+        :func:`trim_every`, chosen by a hash of the pair, so no read or counter is needed
+        per delivery, and a reader's rows pass the cap by about a tenth at most (in
+        expectation) before a trim takes them back to it."""
+        every = trim_every(self.settings.timeline_max_items)
+        return zlib.crc32(f"{reader}/{koo_id}".encode()) % every == 0
+
+    async def _check_caps(self, readers: Iterable[str]) -> None:
+        """Enqueue a trim of each reader's rows; one queued per reader at a time."""
+        await asyncio.gather(*(
+            self.jobs.enqueue(job.TRIM_TIMELINE, reader, job_id=keys.trim_job(reader))
+            for reader in set(readers)
+        ))
+
     async def trim(self, reader: str) -> int:
         """Delete a reader's rows beyond FEED_TIMELINE_MAX_ITEMS (the per-reader cap)."""
         extra = await self.stores.timelines.older_than_rank(
@@ -124,7 +152,7 @@ class FeedManager(CandidateWalk):
         for author in authors:
             written += await self.merge(reader, author)
         await self.trim(reader)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("is_cached"):
             if await self.cache.is_cached(reader):
                 await self.cache.drop_timeline(reader)
                 await self.populate(reader)
@@ -207,7 +235,10 @@ class FeedManager(CandidateWalk):
             return 0
         if (await self.stores.users.reach(author))[1]:
             return 0  # a celebrity: pulled at read time
-        return await self.merge(reader, author, recent=recent)
+        merged = await self.merge(reader, author, recent=recent)
+        if any(self._trim_due(reader, koo_id) for koo_id, _ in recent):
+            await self._check_caps([reader])
+        return merged
 
     async def unmerge_author(self, reader: str, author: str) -> int:
         """After an unfollow, block or mute: the author's koos leave the reader's stored
@@ -237,6 +268,8 @@ class FeedManager(CandidateWalk):
                     if ver is not None and ver >= since and await self.visible(follower, author):
                         await self.merge(follower, author, recent=recent)
                         merged += 1
+                        if any(self._trim_due(follower, k) for k, _ in recent):
+                            await self._check_caps([follower])
         pulled = await self.stores.koos.by_author(
             author, limit=self.settings.celebrity_recent_items
         )

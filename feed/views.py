@@ -11,7 +11,6 @@ profile shows that the reader exists, so a 404 leaves nothing behind in the cach
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -19,6 +18,7 @@ from typing import Any, TypeVar, cast
 from config.settings import Settings
 from feed import keys
 from feed.cache import Cache, TimelineWindow
+from feed.cache.fallback import without_cache
 from feed.errors import NotFound, StorageUnavailable
 from feed.models import Koo, RelationSets, User
 from feed.store import Entry, Stores
@@ -68,7 +68,7 @@ class ReaderViews:
         Raises NotFound for a reader who never signed up (or was erased).
         """
         snap = None
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("snapshot"):
             snap = await self.cache.snapshot(reader, window=window, before=before)
         cached_window = snap.window if snap is not None else None
         need_page = cached_window is None or not cached_window.ready
@@ -113,12 +113,12 @@ class ReaderViews:
 
     async def profile_of(self, user_id: str) -> dict[str, Any]:
         """A signed-up user's profile (as JSON); NotFound otherwise."""
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("profile"):
             cached = await self.cache.profile(user_id)
             if cached is not None:
                 return cached
         profile = await self.read_profile(user_id)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("store_profile"):
             await self.cache.store_profile(user_id, profile)
         return profile
 
@@ -133,7 +133,7 @@ class ReaderViews:
 
     async def relations_of(self, reader: str) -> RelationSets:
         """Whom the reader follows, blocks and mutes, and who blocks the reader."""
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("relation_sets"):
             cached = await self.cache.relation_sets(reader)
             if cached is not None:
                 return cached
@@ -142,7 +142,7 @@ class ReaderViews:
     async def load_relations(self, reader: str) -> RelationSets:
         """:meth:`relations_of` from DynamoDB (a cache miss), cached for next time."""
         sets = await self.read_relations(reader)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("store_relation_sets"):
             await self.cache.store_relation_sets(reader, sets)
         return sets
 
@@ -161,7 +161,7 @@ class ReaderViews:
 
     async def celebrities(self) -> frozenset[str]:
         """Authors whose koos are pulled at read time."""
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("celebrities"):
             cached = await self.cache.celebrities()
             if cached is not None:
                 return cached
@@ -170,7 +170,7 @@ class ReaderViews:
     async def load_celebrities(self) -> frozenset[str]:
         async def load() -> frozenset[str]:
             authors = frozenset(await self.stores.users.celebrities())
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("store_celebrities"):
                 await self.cache.store_celebrities(authors)
             return authors
 
@@ -179,7 +179,7 @@ class ReaderViews:
     async def load_affinity(self, reader: str) -> dict[str, float]:
         """:meth:`read_affinity`, then cached for the next reads."""
         weights = await self.read_affinity(reader)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("store_affinity"):
             await self.cache.store_affinity(reader, weights)
         return weights
 
@@ -198,24 +198,24 @@ class ReaderViews:
     async def koos(self, koo_ids: Sequence[str]) -> dict[str, Koo]:
         """Koos by id (deleted ones marked), from the cache, then DynamoDB for the misses."""
         found: dict[str, Koo] = {}
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("get_koos"):
             found = await self.cache.get_koos(koo_ids)
         missing = [k for k in koo_ids if k not in found]
         if missing:
             loaded = await self.stores.koos.get_many(missing)
             found.update(loaded)
-            with contextlib.suppress(StorageUnavailable):
+            with without_cache("put_koos"):
                 await self.cache.put_koos(loaded.values())
         return found
 
     async def stored_recommendations(self, reader: str, kind: str) -> list[dict[str, Any]]:
         """Stored recommendations of one kind (cache first; [] when none are stored)."""
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("recommendations"):
             cached = await self.cache.recommendations(reader, kind)
             if cached is not None:
                 return cached
         stored = await self.stores.recommendations.load(reader, kind)
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("store_recommendations"):
             await self.cache.store_recommendations(reader, kind, stored,
                                                    ttl=STORED_RECOMMENDATIONS_CACHE_SECONDS)
         return stored

@@ -1,5 +1,5 @@
 """Helpers for the feed-semantics tests: read a whole feed page by page, run only
-some queues, and a small in-memory model of CONTRACT.md "Feed semantics".
+some queues, and a small in-memory model of what a feed promises (docs/api.md).
 
 The model is deliberately simple: with ``FEED_BACKFILL_ON_FOLLOW`` at least as
 large as any author's number of koos, a reader's feed (recommended koos left
@@ -87,7 +87,7 @@ async def backfill_depth(svc: Services) -> int:
 
 @dataclass
 class FeedModel:
-    """What CONTRACT.md says each reader should see (recommended koos aside)."""
+    """What docs/api.md says each reader should see (recommended koos aside)."""
 
     author_of: dict[str, str] = field(default_factory=dict)  # koo_id -> author
     deleted: set[str] = field(default_factory=set)

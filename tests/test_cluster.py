@@ -7,7 +7,6 @@ Every key of one user must live on one slot, and the whole write and read path
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import subprocess
@@ -35,9 +34,8 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = shutil.which("redis-server")
     cli = shutil.which("redis-cli")
     if not server or not cli:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server and redis-cli are needed for the cluster test")
-        pytest.skip("redis-server / redis-cli not installed")
+        # Never a silent skip: the suite needs Redis anyway, and so do its packages.
+        pytest.fail("redis-server and redis-cli are needed for the cluster test")
     base = tmp_path_factory.mktemp("cluster")
     ports = [_cluster_port() for _ in range(3)]
     procs = []

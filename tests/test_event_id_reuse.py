@@ -1,4 +1,4 @@
-"""A reused ``event_id`` against real DynamoDB (CONTRACT.md "Events"): a different event
+"""A reused ``event_id`` against real DynamoDB (docs/api.md "Events"): a different event
 under an id the ledger holds is dead-lettered with the reason ``event_id_reused`` and
 writes nothing; the same event again stays an idempotent duplicate. Jobs are run through
 the worker's ``apply_event``, as arq runs them."""

@@ -1,5 +1,5 @@
 """Unit and property tests of the event rules against hostile or careless producers
-(CONTRACT.md "Events"): ``occurred_at`` in ms between 2000-01-01 and 24 h past the
+(docs/api.md "Events"): ``occurred_at`` in ms between 2000-01-01 and 24 h past the
 service's clock, no control characters in ``event_id``, one ``event_id`` per event in a
 batch, and the digest that tells a replay from a reused id. Pure, no I/O."""
 

@@ -1,4 +1,4 @@
-"""Unit and property tests of event validation (CONTRACT.md "Events"): pure, no I/O."""
+"""Unit and property tests of event validation (docs/api.md "Events"): pure, no I/O."""
 
 from __future__ import annotations
 

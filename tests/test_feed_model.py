@@ -1,4 +1,4 @@
-"""Random programs against a model of CONTRACT.md "Feed semantics".
+"""Random programs against a model of what a feed promises (docs/api.md).
 
 Hypothesis generates programs of koos, deletes, follows, unfollows, blocks,
 unblocks, mutes, unmutes, cache flushes and reads among five users. Each

@@ -23,8 +23,13 @@ LAZY: dict[tuple[str, str], str] = {
     ("feed.cli", "workers.settings"): f"every job module, arq's worker and the service's "
     f"clients, only for `feed worker`: {_CLI_START}",
     ("feed.cli", "feed.api._server"): f"uvicorn, only for `feed api`: {_CLI_START}",
-    ("feed.cli", "feed.store"): f"the DynamoDB client, only for `feed tables`: {_CLI_START}",
+    ("feed.admin", "feed.store.regions"): "the DynamoDB client, only for `feed tables`; the "
+    "CLI imports this module for its parsers on every start",
     ("feed.cli", "feed.publisher"): f"arq and redis, only for `feed publish`: {_CLI_START}",
+    ("feed.admin", "feed.queue"): "arq and redis, only to run an operator's command; the "
+    "CLI imports this module for its parsers on every start",
+    ("feed.admin", "feed.store"): "the DynamoDB client, only to run an operator's command; "
+    "the CLI imports this module for its parsers on every start",
     ("feed.backfill", "feed.queue"): "arq and redis, only to run a backfill; the CLI "
     "imports this module for its parser on every start",
     ("feed.backfill", "feed.store"): "the DynamoDB client, only to run a backfill; the CLI "

@@ -126,6 +126,7 @@ def test_redis_url_schemes_accepted(url: str) -> None:
     ("FEED_LOG_LEVEL", "LOUD"),
     ("FEED_LOG_JSON", "maybe"),
     ("FEED_DYNAMODB_RETRY_MODE", "legacy"),
+    ("FEED_DYNAMODB_PITR", "sometimes"),
     ("FEED_RANK_W_AFFINITY", "-1"),
     ("FEED_RANK_HALF_LIFE_HOURS", "0"),
     ("FEED_REGIONS", "ap-south-1"),
@@ -233,3 +234,19 @@ def test_auth_failures_per_minute() -> None:
     for bad in ("-1", "1.5", "many"):
         with pytest.raises(SettingsError, match="FEED_AUTH_FAILURES_PER_MINUTE"):
             Settings.from_env({"FEED_AUTH_FAILURES_PER_MINUTE": bad})
+
+
+def test_pitr_defaults_to_aws_endpoints_only() -> None:
+    unset = Settings.from_env({})
+    assert unset.dynamodb_pitr is None
+    assert unset.pitr_enabled(None) is True
+    assert unset.pitr_enabled("http://127.0.0.1:8000") is False
+    local = Settings.from_env({"FEED_DYNAMODB_ENDPOINT": "http://127.0.0.1:8000"})
+    assert local.pitr_enabled(local.dynamodb_endpoint) is False
+
+
+@pytest.mark.parametrize(("value", "wanted"), [("on", True), ("off", False)])
+def test_pitr_setting_wins_over_the_endpoint(value: str, wanted: bool) -> None:
+    s = Settings.from_env({"FEED_DYNAMODB_PITR": value})
+    assert s.pitr_enabled(None) is wanted
+    assert s.pitr_enabled("http://127.0.0.1:8000") is wanted

@@ -1,5 +1,5 @@
 """The first feed read after the hot cache is lost: how many DynamoDB round trips the
-answer waits for, and that it is still exactly the warm feed (CONTRACT.md rule 5).
+answer waits for, and that it is still exactly the warm feed (what a feed promises, 5).
 
 Every DynamoDB call goes through ``Dynamo.call``. These tests wrap it to record when
 each call starts and ends, and add the same delay to every call, as a network's

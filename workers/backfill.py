@@ -5,12 +5,19 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from feed import popular
 from feed.backfill import BackfillRun
 from feed.errors import NotFound
 from feed.reader import Reader
 from workers._context import retrying, services
 
-__all__ = ["backfill_chunk", "compute_recommendations", "rebuild_timeline", "trim_timeline"]
+__all__ = [
+    "backfill_chunk",
+    "compute_recommendations",
+    "rebuild_timeline",
+    "refresh_popular_authors",
+    "trim_timeline",
+]
 
 
 @retrying
@@ -32,6 +39,13 @@ async def compute_recommendations(ctx: dict[str, Any], reader: str) -> int:
         return await Reader(services(ctx).manager).refresh_recommendations(reader)
     except NotFound:
         return 0  # not signed up (or gone): nothing to recommend to
+
+
+@retrying
+async def refresh_popular_authors(ctx: dict[str, Any]) -> int:
+    """Recompute every language's popular creators from DynamoDB (who-to-follow)."""
+    svc = services(ctx)
+    return sum((await popular.refresh_popular_authors(svc.stores, svc.cache)).values())
 
 
 @retrying

@@ -15,8 +15,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import signal
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from arq import Worker, cron
@@ -43,16 +45,19 @@ from feed.jobs import (
     QUEUE_TIMEOUTS,
     REALTIME,
     REBUILD_TIMELINE,
+    REFRESH_POPULAR,
     SWEEP_FANOUTS,
     TRIM_TIMELINE,
     Job,
 )
+from feed.logs import redacted_url
 from feed.queue import ArqJobQueue, deserialize_job, open_queue_redis, serialize_job
 from feed.services import Services, open_services
 from workers.backfill import (
     backfill_chunk,
     compute_recommendations,
     rebuild_timeline,
+    refresh_popular_authors,
     trim_timeline,
 )
 from workers.deletion import purge_deleted_koo
@@ -67,6 +72,7 @@ from workers.relations import (
 __all__ = [
     "CRON_SECONDS",
     "JOB_FUNCTIONS",
+    "SCHEDULED_MINUTES",
     "WORKER_SETTINGS",
     "BackfillWorker",
     "RealtimeWorker",
@@ -91,18 +97,32 @@ JOB_FUNCTIONS: Final[Mapping[Job, JobCoroutine]] = {
     REBUILD_TIMELINE: rebuild_timeline,
     TRIM_TIMELINE: trim_timeline,
     COMPUTE_RECOMMENDATIONS: compute_recommendations,
+    REFRESH_POPULAR: refresh_popular_authors,
     BACKFILL_CHUNK: backfill_chunk,
 }
 # The jobs arq runs on a schedule rather than from the queue: the seconds of each minute.
 CRON_SECONDS: Final[Mapping[Job, frozenset[int]]] = {
     SWEEP_FANOUTS: frozenset({0, 15, 30, 45}),
 }
+# Jobs enqueued like any other that also run on a schedule: the minutes of each hour
+# (at second 0). The scheduled run has its own name, "<job>_on_schedule".
+SCHEDULED_MINUTES: Final[Mapping[Job, frozenset[int]]] = {
+    REFRESH_POPULAR: frozenset({7, 37}),
+}
 
 SOFT_TIMEOUT_MARGIN = 5  # seconds before arq's job timeout that a job gives up and retries
 SHUTDOWN_GRACE_SECONDS = 20
 STOP_TIMEOUT_SECONDS = 5.0
+# While the queue's Redis does not answer, the workers try it again after 1 s, then twice
+# as long each time up to 30 s (with jitter, so many workers do not come back in step),
+# and warn once at first and then once a minute at most.
 QUEUE_RECONNECT_SECONDS = 1.0
+QUEUE_RECONNECT_MAX_SECONDS = 30.0
+QUEUE_WARNING_EVERY_SECONDS = 60.0
 KEEP_RESULT_SECONDS = 600
+# A worker reports it is alive this often, in a key that lives a second longer: the key
+# exists if and only if a worker of that queue reported within the last 30 s.
+HEALTH_REPORT_SECONDS = 29
 # On the realtime queue a result doubles as a short-lived dedupe of its job id (the
 # ledger is the real one), and there are many of them: kept for two minutes only.
 REALTIME_KEEP_RESULT_SECONDS = 120
@@ -111,16 +131,22 @@ REALTIME_KEEP_RESULT_SECONDS = 120
 def queue_functions(queue: str) -> list[Function]:
     """arq's functions for one queue's registered jobs (the cron jobs apart)."""
     keep = REALTIME_KEEP_RESULT_SECONDS if queue == REALTIME else None
-    return [func(coroutine, name=job.name, timeout=job.timeout, keep_result=keep)
+    return [func(coroutine, name=job.name, timeout=job.timeout,
+                 keep_result=keep if job.keep_result is None else job.keep_result)
             for job, coroutine in JOB_FUNCTIONS.items()
             if job.queue == queue and job not in CRON_SECONDS]
 
 
 def queue_cron_jobs(queue: str) -> list[CronJob]:
     """arq's cron jobs for one queue; each runs at a worker's start too, once per slot."""
-    return [cron(JOB_FUNCTIONS[job], name=job.name, second=set(seconds),
-                 run_at_startup=True, timeout=job.timeout, unique=True)
-            for job, seconds in CRON_SECONDS.items() if job.queue == queue]
+    sweeps = [cron(JOB_FUNCTIONS[job], name=job.name, second=set(seconds),
+                   run_at_startup=True, timeout=job.timeout, unique=True)
+              for job, seconds in CRON_SECONDS.items() if job.queue == queue]
+    return sweeps + [
+        cron(JOB_FUNCTIONS[job], name=f"{job.name}_on_schedule", minute=set(minutes), second=0,
+             timeout=job.timeout, unique=True)
+        for job, minutes in SCHEDULED_MINUTES.items() if job.queue == queue
+    ]
 
 
 async def start_worker(ctx: dict[Any, Any]) -> None:
@@ -153,13 +179,14 @@ class RealtimeWorker:
     functions: Sequence[WorkerCoroutine | Function] = queue_functions(REALTIME)
     cron_jobs: Sequence[CronJob] | None = queue_cron_jobs(REALTIME)
     queue_name = keys.QUEUES[REALTIME]
+    health_check_key = keys.worker_health(REALTIME)
     job_timeout = QUEUE_TIMEOUTS[REALTIME]
     max_jobs = _DEFAULTS.worker_max_jobs
     max_tries = _DEFAULTS.job_max_tries
     poll_delay = 0.01
     keep_result = KEEP_RESULT_SECONDS
     retry_jobs = True
-    health_check_interval = 10
+    health_check_interval = HEALTH_REPORT_SECONDS
     # Several workers share one process (--queue all) and arq's handlers would replace one
     # another: run_workers takes the signals and stops each worker the way arq's handler
     # does, waiting job_completion_wait for running jobs.
@@ -178,13 +205,14 @@ class BackfillWorker:
     functions: Sequence[WorkerCoroutine | Function] = queue_functions(BACKFILL)
     cron_jobs: Sequence[CronJob] | None = queue_cron_jobs(BACKFILL)
     queue_name = keys.QUEUES[BACKFILL]
+    health_check_key = keys.worker_health(BACKFILL)
     job_timeout = QUEUE_TIMEOUTS[BACKFILL]
     max_jobs = _DEFAULTS.worker_max_jobs
     max_tries = _DEFAULTS.job_max_tries
     poll_delay = 0.25
     keep_result = KEEP_RESULT_SECONDS
     retry_jobs = True
-    health_check_interval = 10
+    health_check_interval = HEALTH_REPORT_SECONDS
     handle_signals = False
     job_completion_wait = SHUTDOWN_GRACE_SECONDS
     job_serializer = serialize_job
@@ -239,7 +267,9 @@ async def run_workers(
     """Run workers for ``queues`` until SIGTERM/SIGINT (or, with ``burst``, until empty).
 
     On a signal, workers stop taking jobs, give running jobs up to 20 s to
-    finish, then cancel the rest, which arq puts back on the queue.
+    finish, then cancel the rest, which arq puts back on the queue. While the queue's
+    Redis does not answer they wait for it, backing off, and warn naming FEED_REDIS_URL;
+    a burst run raises the error instead.
     """
     stop = stop or asyncio.Event()
     received: list[signal.Signals] = []
@@ -253,27 +283,116 @@ async def run_workers(
             _take_signals(stack, stop, received)
         reporter = asyncio.create_task(_report_depth(depth, queues, stop))
         stack.push_async_callback(_cancel, reporter)
+        outage: QueueOutage | None = None
         while True:
             workers = [create_queue_worker(settings, q, services=services, burst=burst)
                        for q in queues]
+            started = time.monotonic()
             try:
                 await _run_until_stopped(workers, stop, received, burst=burst)
             except (RedisError, OSError) as exc:
-                # The queue's Redis went away (a restart, a failover): arq's loop has
-                # no reconnect, so start fresh workers once it answers again. Jobs cut
-                # off are still on the queue and run again when arq's in-progress mark
-                # expires.
-                log.warning("queue Redis unreachable; restarting the workers",
-                            extra={"error": str(exc)})
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), QUEUE_RECONNECT_SECONDS)
-                if stop.is_set():
+                # A burst run is a batch: its caller decides whether to run it again.
+                if burst:
+                    raise
+                # The queue's Redis went away (a restart, a failover) or never answered:
+                # arq's loop has no reconnect, so start fresh workers as soon as it
+                # answers again. Jobs cut off are still on the queue and run again when
+                # arq's in-progress mark expires. Workers that failed soon after starting
+                # go on with the same outage: its backoff keeps growing.
+                if outage is None or time.monotonic() - started >= outage.cap:
+                    outage = QueueOutage(settings.redis_url)
+                if not await _wait_for_queue(depth, stop, outage, exc):
                     return
                 continue
             # A burst worker that found its queue empty may see it filled again by the
             # other queue's jobs: run another round until both are empty.
             if not burst or stop.is_set() or not await _queues_busy(depth, queues):
                 return
+
+
+def backoff_delays(first: float = QUEUE_RECONNECT_SECONDS,
+                   cap: float = QUEUE_RECONNECT_MAX_SECONDS,
+                   rand: Callable[[], float] = random.random) -> Iterator[float]:
+    """Exponential backoff with jitter: the n-th delay is between half and all of
+    ``first * 2**n``, capped at ``cap``; never shorter than half of ``first``, so a
+    dead Redis is never hammered, and spread out so workers do not retry in step."""
+    ceiling = first
+    while True:
+        yield ceiling / 2 + rand() * ceiling / 2
+        ceiling = min(cap, ceiling * 2)
+
+
+class QueueOutage:
+    """One stretch of time the queue's Redis does not answer: the backoff of its
+    retries and its warnings, which name the variable to check (FEED_REDIS_URL) and the
+    address, without its password."""
+
+    def __init__(self, url: str, *, first: float = QUEUE_RECONNECT_SECONDS,
+                 cap: float = QUEUE_RECONNECT_MAX_SECONDS,
+                 warn_every: float = QUEUE_WARNING_EVERY_SECONDS) -> None:
+        self.address = redacted_url(url)
+        self.cap = cap
+        self.delays = backoff_delays(first, cap)
+        self.warn_every = warn_every
+        self.since = time.monotonic()
+        self.failures = 0
+        self.warned_at: float | None = None
+
+    def failed(self, exc: BaseException) -> float:
+        """Count a failure, warn if it is the first or the last warning is old enough;
+        the seconds to wait before the next try."""
+        self.failures += 1
+        delay = next(self.delays)
+        now = time.monotonic()
+        if self.warned_at is None or now - self.warned_at >= self.warn_every:
+            self.warned_at = now
+            log.warning(
+                "queue Redis at %s does not answer (check FEED_REDIS_URL); workers start "
+                "again once it does", self.address,
+                extra={"variable": "FEED_REDIS_URL", "address": self.address,
+                       "error": str(exc) or type(exc).__name__, "failures": self.failures,
+                       "down_seconds": round(now - self.since, 1),
+                       "retry_in_seconds": round(delay, 2)})
+        return delay
+
+    def recovered(self) -> None:
+        log.info("queue Redis at %s answers again; starting the workers", self.address,
+                 extra={"address": self.address, "failures": self.failures,
+                        "down_seconds": round(time.monotonic() - self.since, 1)})
+
+
+async def _wait_for_queue(depth: ArqJobQueue, stop: asyncio.Event, outage: QueueOutage,
+                          exc: BaseException) -> bool:
+    """Wait, backing off, until the queue's Redis answers a PING (True) or a stop comes
+    (False)."""
+    while True:
+        delay = outage.failed(exc)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        # A Redis that swallows packets takes its connect timeout to fail: a stop meanwhile
+        # is not kept waiting for it.
+        ping = asyncio.create_task(_ping(depth.pool))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait([ping, stopped], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if stop.is_set():
+            ping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await ping
+            return False
+        try:
+            ping.result()
+        except (RedisError, OSError) as error:
+            exc = error
+            continue
+        outage.recovered()
+        return True
+
+
+async def _ping(pool: ArqRedis) -> None:
+    await pool.ping()
 
 
 def _take_signals(stack: contextlib.AsyncExitStack, stop: asyncio.Event,
@@ -297,6 +416,9 @@ async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event,
     try:
         if burst:
             everything: asyncio.Future[Any] = asyncio.gather(*runs)
+            # A failed run's error is raised below from the run itself: the gathering's
+            # copy is marked seen, or asyncio logs it again as never retrieved.
+            everything.add_done_callback(_seen)
             await asyncio.wait([everything, stopper], return_when=asyncio.FIRST_COMPLETED)
         else:
             await asyncio.wait([*runs, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -324,6 +446,11 @@ async def _run_until_stopped(workers: list[Worker], stop: asyncio.Event,
             log.warning("worker loops did not stop in time", extra={"loops": len(stuck)})
         for worker in workers:
             await _close(worker)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _close(worker: Worker) -> None:

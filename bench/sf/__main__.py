@@ -77,7 +77,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
     figures: dict[str, float | None] = {}
     throughput: dict[str, dict[str, float]] = {}
     latency: dict[str, list[float]] = {}
-    targets: list[dict[str, Any]] = []  # its DESIGN.md target (3x) is checked in bench.fanout
+    targets: list[dict[str, Any]] = []  # its target (3x) is checked in bench.fanout
     out = ["### Variants", ""]
     out.append(markdown_table(
         ["variant", "stream-framework", "redis-py", "hiredis", "celery", "shims applied"],
@@ -96,7 +96,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
         rows.append([variant, *[fmt_int(by_size[n]["entries_per_s"]) if n in by_size else "-"
                                 for n in sizes], DESIGN_FANOUT.get(variant, "-")])
     out.append(markdown_table(["variant", *[f"{n:,} followers" for n in sizes],
-                               "DESIGN.md"], rows))
+                               "target"], rows))
     out += ["", "Manager.create_fanout_tasks with Celery tasks run eagerly (chunks of 100 "
             "followers, its default); each follower's add_many sends its own pipeline: one "
             "round trip per follower.", "", "### 25-item hydrated read (ms)", ""]
@@ -108,7 +108,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
         figures[f"{variant}.read25.p99_ms"] = read["p99_ms"]
         rows.append([variant, str(read["samples"]), f"{read['p50_ms']:.2f}",
                      f"{read['p99_ms']:.2f}", "0.7 / 1.2-1.4"])
-    out.append(markdown_table(["variant", "reads", "p50", "p99", "DESIGN.md p50 / p99"], rows))
+    out.append(markdown_table(["variant", "reads", "p50", "p99", "target p50 / p99"], rows))
     out += ["", "`feed[:25]` on a RedisFeed holding 100 entries: ZREVRANGEBYSCORE, then the "
             "activities from its activity storage (a hash), deserialized.", "",
             "### Redis memory per cached timeline entry (bytes)", ""]
@@ -128,7 +128,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
     out += ["", "MEMORY USAGE (SAMPLES 0) summed over the timelines, and the server's "
             "used_memory before and after, each divided by the entries; the delta counts "
             "anything else the server allocated meanwhile (other clients of a shared Redis "
-            "included). DESIGN.md: 136-146 B, ~52 B in listpack."]
+            "included). Expected: 136-146 B, ~52 B in listpack."]
     out += [f"- {n}" for n in notes]
     return "\n".join(out), {"figures": figures, "throughput": throughput, "latency": latency,
                             "targets": targets}

@@ -1,5 +1,5 @@
 """The HTTP/1.1 connection guard `feed api` serves with: uvicorn's httptools protocol plus
-bounds on what one client can make a process hold (CONTRACT.md "Read API").
+bounds on what one client can make a process hold (docs/api.md).
 
 - The request head (request line and headers) is read at most ``max_head_bytes`` at a
   time and refused past it: 431 ``headers_too_large`` (414 ``uri_too_long`` while still
@@ -10,7 +10,7 @@ bounds on what one client can make a process hold (CONTRACT.md "Read API").
   ``request_timeout`` and the connection is closed; a connection that never sent a byte
   is closed without an answer, as a keep-alive timeout would.
 - What the parser refuses (bad bytes, conflicting Content-Length and Transfer-Encoding,
-  an unknown method) is answered with the contract's JSON error body, not plain text.
+  an unknown method) is answered with the API's JSON error body, not plain text.
 - Upgrades (WebSocket, h2c) are not offered: the request is served as plain HTTP/1.1 and
   the connection closed after it.
 

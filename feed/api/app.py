@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -43,7 +43,7 @@ LOOP_LAG_INTERVAL_SECONDS = 0.05
 
 async def sample_loop_lag(interval: float = LOOP_LAG_INTERVAL_SECONDS) -> None:
     """Record how late the event loop wakes a sleeper: the wait every request sees on top
-    of its own work when something blocks the loop (feed_event_loop_lag_seconds)."""
+    of its own work when something blocks the loop (feed_event_loop_lag_duration_seconds)."""
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
@@ -79,7 +79,8 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    # Under `feed api --workers N` this sums the values of every API process.
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:
@@ -254,6 +255,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            # Last on the way out: a process that stops serving drops its live gauges
+            # from the directory the API's processes share (uvicorn offers no hook in
+            # the parent when a worker exits, so each process marks itself).
+            stack.callback(metrics.process_exiting)
             svc = services
             if svc is None:
                 svc = await stack.enter_async_context(open_services(settings))

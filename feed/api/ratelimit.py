@@ -12,7 +12,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feed.cache import OUTAGE_BACKOFF_SECONDS, RedisClient
-from feed.errors import StorageUnavailable
+from feed.errors import CacheUnavailable
 
 __all__ = ["TokenBuckets"]
 
@@ -49,14 +49,14 @@ class TokenBuckets:
                    now_ms: float) -> float:
         """Seconds to wait before the next request on this bucket (0: go ahead)."""
         if self._skip_until > time.monotonic():
-            raise StorageUnavailable("redis: not answering a moment ago; limiter skipped",
-                                     "CacheSkipped")
+            raise CacheUnavailable("redis: not answering a moment ago; limiter skipped",
+                                   "CacheSkipped")
         try:
             wait_ms = await self._run(key, interval_ms, burst, int(now_ms))
         except (RedisError, OSError) as exc:
             if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
                 self._skip_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
-            raise StorageUnavailable(f"redis: {exc}", type(exc).__name__) from exc
+            raise CacheUnavailable(f"redis: {exc}", type(exc).__name__) from exc
         return int(wait_ms) / 1000
 
     async def _run(self, key: str, *args: Any) -> Any:

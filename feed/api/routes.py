@@ -1,4 +1,4 @@
-"""The /v1 routes (CONTRACT.md "Read API"), one function per route."""
+"""The /v1 routes (docs/api.md), one function per route."""
 
 from __future__ import annotations
 

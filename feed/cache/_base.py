@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config.settings import Settings
 from feed.cache._scripts import SCRIPTS
-from feed.errors import StorageUnavailable
+from feed.errors import CacheUnavailable, StorageUnavailable
 
 RedisClient = Redis | RedisCluster
 
@@ -134,8 +134,8 @@ class CacheBase:
         if self._skip_until > time.monotonic():
             if inspect.iscoroutine(awaitable):
                 awaitable.close()
-            raise StorageUnavailable("redis: not answering a moment ago; cache skipped",
-                                     "CacheSkipped")
+            raise CacheUnavailable("redis: not answering a moment ago; cache skipped",
+                                   "CacheSkipped")
         try:
             return await awaitable
         except StorageUnavailable:
@@ -143,7 +143,7 @@ class CacheBase:
         except (RedisError, OSError) as exc:
             raise self._failed(exc) from exc
 
-    def _failed(self, exc: Exception) -> StorageUnavailable:
+    def _failed(self, exc: Exception) -> CacheUnavailable:
         if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
             self._skip_until = time.monotonic() + OUTAGE_BACKOFF_SECONDS
-        return StorageUnavailable(f"redis: {exc}", type(exc).__name__)
+        return CacheUnavailable(f"redis: {exc}", type(exc).__name__)

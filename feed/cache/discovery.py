@@ -13,6 +13,8 @@ from feed import keys
 from feed.cache._base import CacheBase, _Read
 
 POPULAR_KEEP = 1000  # popular creators kept per language
+# A language's list outlives a few missed refreshes, then goes (no creator left in it).
+POPULAR_TTL_SECONDS = 24 * 3600
 # The trending list's sentinel member, "<this><ms>": when the list was computed. Scored
 # below every koo (scores are >= 0), so it is the set's lowest member.
 
@@ -61,11 +63,27 @@ class DiscoveryCache(CacheBase):
 
     # --- popular authors --------------------------------------------------------------
 
-    async def popular_authors(self, lang: str, limit: int) -> list[tuple[str, int]]:
+    async def popular_authors(self, lang: str, limit: int) -> list[tuple[str, int]] | None:
+        """The ``limit`` most-followed creators of a language; None when the language's
+        list is not cached (never computed, or the cache was lost)."""
         rows = await self._guard(
-            self.redis.zrevrange(keys.popular_authors(lang), 0, limit - 1, withscores=True)
+            self.redis.zrevrange(keys.popular_authors(lang), 0, limit, withscores=True)
         )
-        return [(m, int(s)) for m, s in rows]
+        if not rows:
+            return None
+        return [(m, int(s)) for m, s in rows if not keys.is_sentinel(m)][:limit]
+
+    async def store_popular(self, lang: str, authors: Sequence[tuple[str, int]]) -> None:
+        """Replace a language's popular creators with the refresh job's list. The
+        ``keys.LOADED`` member tells an empty list from a missing one."""
+        key = keys.popular_authors(lang)
+        members: dict[str, float] = {keys.LOADED: -1.0}
+        members.update((user, float(followers)) for user, followers in authors[:POPULAR_KEEP])
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.zadd(key, members)
+        pipe.expire(key, POPULAR_TTL_SECONDS)
+        await self._guard(pipe.execute())
 
     async def set_popularity(self, lang: str, user_id: str, followers: int) -> None:
         key = keys.popular_authors(lang)

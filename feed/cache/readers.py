@@ -18,6 +18,7 @@ from feed.cache._base import CacheBase, _Read
 from feed.models import RelationSets
 
 RELATIONS_TTL_SECONDS = 3600
+NO_FLOOR = "-"  # a cached pull floor saying every koo of the author shows
 PROFILE_TTL_SECONDS = 300
 
 
@@ -96,6 +97,33 @@ class ReaderCache(CacheBase):
             await self._guard(self._run_many("sadd_if_loaded", [((key,), (member,))]))
         else:
             await self._guard(self.redis.srem(key, member))
+
+    # --- pull floors: how far back a followed celebrity's koos show ------------------
+
+    async def pull_floors(self, reader: str, authors: Sequence[str]
+                          ) -> dict[str, tuple[int, str] | None]:
+        """The cached floors of these followed celebrities (absent: not cached); a floor of
+        None means every koo of theirs shows."""
+        if not authors:
+            return {}
+        found = await self._guard(self.redis.hmget(keys.pull_floors(reader), list(authors)))
+        return {author: None if value == NO_FLOOR else keys.parse_sort_key(value)
+                for author, value in zip(authors, found, strict=True) if value is not None}
+
+    async def store_pull_floors(self, reader: str,
+                                floors: Mapping[str, tuple[int, str] | None]) -> None:
+        if not floors:
+            return
+        key = keys.pull_floors(reader)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(key, mapping={author: NO_FLOOR if floor is None else keys.sort_key(*floor)
+                                for author, floor in floors.items()})
+        pipe.expire(key, RELATIONS_TTL_SECONDS)
+        await self._guard(pipe.execute())
+
+    async def drop_pull_floor(self, reader: str, author: str) -> None:
+        """Forget a floor when the reader follows or unfollows the author again."""
+        await self._guard(self.redis.hdel(keys.pull_floors(reader), author))
 
     # --- celebrities ------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ to ``FEED_TIMELINE_CACHE_ITEMS`` entries.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from feed import keys, metrics
 from feed.cache._base import CacheBase, Calls, _Read
-from feed.errors import StorageUnavailable
+from feed.cache.fallback import without_cache
 
 LOCK_TTL_MS = 30_000
 PUSH_BATCH = 500  # timelines per push script call on a standalone Redis (~1-2 ms of Redis time)
@@ -163,7 +162,7 @@ class TimelineCache(CacheBase):
         await self.release_rebuild(reader, token)
 
     async def release_rebuild(self, reader: str, token: str) -> None:
-        with contextlib.suppress(StorageUnavailable):
+        with without_cache("release_rebuild"):
             await self._guard(self._run_many("unlock", [((keys.timeline_lock(reader),), (token,))]))
 
     async def drop_timeline(self, reader: str) -> None:

@@ -11,20 +11,31 @@ from feed.store.reactions import Reactions
 from feed.store.recommendations import Recommendations
 from feed.store.regions import create_regional_tables, open_regions
 from feed.store.relations import Relations
-from feed.store.tables import create_tables, drop_tables
+from feed.store.tables import (
+    Change,
+    Reconciliation,
+    create_tables,
+    drop_tables,
+    reconcile_regional_tables,
+    reconcile_tables,
+)
 from feed.store.timelines import Entry, Timelines
 from feed.store.users import Users
 
 __all__ = [
     "Backoff",
+    "Change",
     "Dynamo",
     "Entry",
+    "Reconciliation",
     "Stores",
     "create_regional_tables",
     "create_tables",
     "drop_tables",
     "open_dynamo",
     "open_regions",
+    "reconcile_regional_tables",
+    "reconcile_tables",
 ]
 
 

@@ -101,6 +101,21 @@ class Ledger:
             )
 
 
+    async def forget_dead_lettered(self, event: Event) -> bool:
+        """Remove this event's entry if it records a dead letter of this very event, so a
+        replay applies it; False if the entry is another's, or not a dead letter."""
+        try:
+            await self.db.delete(
+                LEDGER, {"event_id": event.event_id},
+                condition="attribute_not_exists(event_id) OR (#o = :o AND #d = :d)",
+                names={"#o": "outcome", "#d": "digest"},
+                values=values(o="dead-lettered", d=event_digest(event.wire())),
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+
 class DeadLetters:
     """Events (and jobs) that can never succeed, with the reason, for an operator to inspect."""
 
@@ -131,6 +146,7 @@ class DeadLetters:
         return item
 
     async def all(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``limit`` dead letters, in no particular order (a Scan)."""
         found: list[dict[str, Any]] = []
         async for page, _ in self.db.scan_pages(DEAD_LETTERS, limit=min(limit, 500)):
             for item in page:
@@ -139,3 +155,13 @@ class DeadLetters:
             if len(found) >= limit:
                 break
         return found[:limit]
+
+    async def remove(self, dl_id: str, failed_at: int) -> bool:
+        """Delete a dead letter unless it was written again since it was read (its
+        ``failed_at`` changed); False then, or if it is gone."""
+        try:
+            await self.db.delete(DEAD_LETTERS, {"dl_id": dl_id}, condition="failed_at = :t",
+                                 values=values(t=failed_at))
+        except ConditionFailed:
+            return False
+        return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from config.tables import USERS, USERS_CELEBRITIES
@@ -166,6 +166,19 @@ class Users:
                 index=USERS_CELEBRITIES, page_size=1000,
             )
         ]
+
+    async def scan_reach(self, *, page_size: int = 1000
+                         ) -> AsyncIterator[tuple[str, int, str | None, str | None]]:
+        """(user_id, followers, lang, region) of every signed-up user, from one Scan of the
+        home rows; lang is None where the profile lives in its home region."""
+        async for page, _ in self.db.scan_pages(
+            USERS, limit=page_size,
+            attributes=["user_id", "followers", "lang", "region", "profile_ver"],
+        ):
+            for item in page:
+                if "profile_ver" in item:
+                    yield (item["user_id"], max(0, int(item.get("followers", 0))),
+                           item.get("lang"), item.get("region"))
 
     async def all_ids(self, *, page_size: int = 500) -> list[str]:
         """Every user id (for batch jobs; pages through a Scan)."""

@@ -1,5 +1,6 @@
-"""POST /v1/events against CONTRACT.md "Events": 202 once on the queue, all-or-nothing
-validation with one error per bad index, batch and body limits, idempotency."""
+"""POST /v1/events against the API reference (docs/api.md "Events"): 202 once on the
+queue, all-or-nothing validation with one error per bad index, batch and body limits,
+idempotency."""
 
 from __future__ import annotations
 

@@ -21,28 +21,26 @@ from typing import Any
 
 import orjson
 import pytest
+import schemathesis
 from arq.constants import job_key_prefix
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import event as tally
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from redis import Redis
+from schemathesis import GenerationMode
+from schemathesis.python import asgi as schemathesis_asgi
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+from starlette.applications import Starlette
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given  # noqa: E402
-from hypothesis import event as tally  # noqa: E402
-from hypothesis import settings as hsettings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.python import asgi as schemathesis_asgi  # noqa: E402
-from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-
-from config.settings import Settings  # noqa: E402
-from feed import keys  # noqa: E402
-from feed.api.app import create_app  # noqa: E402
-from feed.api.openapi import openapi_schema  # noqa: E402
-from feed.events import MIN_OCCURRED_AT, SCHEMAS  # noqa: E402
-from tests.api.conftest import AUTH, TOKEN, job_ids, seed  # noqa: E402
-from tests.conftest import uid  # noqa: E402
-from tests.helpers import event, follow, koo, signup  # noqa: E402
+from config.settings import Settings
+from feed import keys
+from feed.api.app import create_app
+from feed.api.openapi import openapi_schema
+from feed.events import MIN_OCCURRED_AT, SCHEMAS
+from tests.api.conftest import AUTH, TOKEN, job_ids, seed
+from tests.conftest import uid
+from tests.helpers import event, follow, koo, signup
 
 pytestmark = pytest.mark.timeout(300)
 

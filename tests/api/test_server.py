@@ -38,4 +38,4 @@ def test_the_guarded_protocol_survives_the_trip_to_spawned_workers() -> None:
     assert factory.func is GuardedHttpProtocol
     assert factory.keywords["limits"] == ConnectionLimits(
         request_timeout=3.0, max_head_bytes=MAX_HEAD_BYTES, max_header_fields=MAX_HEADER_FIELDS)
-    assert (MAX_HEAD_BYTES, MAX_HEADER_FIELDS) == (16 * 1024, 100)  # CONTRACT.md's 16 KB
+    assert (MAX_HEAD_BYTES, MAX_HEADER_FIELDS) == (16 * 1024, 100)  # the documented 16 KB

@@ -1,6 +1,6 @@
 """A read naming a user or koo that does not exist answers 404 and leaves nothing in the
 cache: by default the cache shares the queue's Redis, which never evicts, so a crawler
-of unknown ids must not be able to fill it (CONTRACT.md "Read API")."""
+of unknown ids must not be able to fill it (docs/api.md)."""
 
 from __future__ import annotations
 

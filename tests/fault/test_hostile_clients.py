@@ -128,9 +128,9 @@ async def test_slowloris_partial_bodies_and_idle_sockets_are_cut_at_the_request_
         assert reads.statuses == {404}, reads.results
         assert reads.slowest < 0.5, f"a read took {reads.slowest:.2f} s"
         # The uploads' handler saw its client go (a 499), never a server error.
-        assert await api.metric("feed_http_request_seconds_count", route="post_events",
+        assert await api.metric("feed_http_request_duration_seconds_count", route="post_events",
                                 status="499") == 20
-        assert await api.metric("feed_http_request_seconds_count", status="500") == 0
+        assert await api.metric("feed_http_request_duration_seconds_count", status="500") == 0
 
 
 async def test_stalled_uploads_do_not_hold_the_sigterm_drain(

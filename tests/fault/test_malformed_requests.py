@@ -28,7 +28,7 @@ async def test_a_client_gone_mid_body_is_a_499_logged_at_debug(
     settings: Settings, tmp_path: Path
 ) -> None:
     """Pass: three clients that close their connection halfway through a
-    `POST /v1/events` body are counted as status 499 in feed_http_request_seconds (none
+    `POST /v1/events` body are counted as status 499 in feed_http_request_duration_seconds (none
     as 500), and the API's log (at DEBUG) holds no ERROR record and no traceback, but one
     debug record per disconnect. Before: each was two ERROR records with a traceback and
     a 500."""
@@ -43,12 +43,12 @@ async def test_a_client_gone_mid_body_is_a_499_logged_at_debug(
             await asyncio.sleep(0.2)  # the handler is waiting for the rest of the body
             writer.close()
         deadline = time.monotonic() + 5
-        while await api.metric("feed_http_request_seconds_count", status="499") < 3:
+        while await api.metric("feed_http_request_duration_seconds_count", status="499") < 3:
             assert time.monotonic() < deadline, "the disconnects were not counted as 499"
             await asyncio.sleep(0.1)
-        assert await api.metric("feed_http_request_seconds_count", route="post_events",
+        assert await api.metric("feed_http_request_duration_seconds_count", route="post_events",
                                 status="499") == 3
-        assert await api.metric("feed_http_request_seconds_count", status="500") == 0
+        assert await api.metric("feed_http_request_duration_seconds_count", status="500") == 0
     records = [orjson.loads(line) for line in log.read_text().splitlines()
                if line.startswith("{")]
     errors = [r for r in records if r["level"] in {"error", "critical"} or "exception" in r]

@@ -6,7 +6,7 @@ followers each) against this suite's Redis databases and DynamoDB endpoint.
 
 Pass criterion: over the 60 s measured window, the error rate (status other than 200,
 or no answer within 5 s) is under 0.1%; the API's event-loop lag (its own
-``feed_event_loop_lag_seconds``, a 50 ms sleeper's lateness) has its 99th percentile
+``feed_event_loop_lag_duration_seconds``, a 50 ms sleeper's lateness) has its 99th percentile
 within 100 ms; the RSS of the API and of the worker is flat (median of the last third of
 the window within 10% of the first third's); the reads went out at >= 95% of 200/s; and
 every koo published was delivered once the queue drained.

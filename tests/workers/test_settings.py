@@ -24,7 +24,13 @@ from feed.queue import deserialize_job, serialize_job
 from feed.services import Services
 from tests.conftest import uid
 from tests.helpers import event_job, follow
-from workers.settings import JOB_FUNCTIONS, WORKER_SETTINGS, create_queue_worker, run_workers
+from workers.settings import (
+    JOB_FUNCTIONS,
+    SCHEDULED_MINUTES,
+    WORKER_SETTINGS,
+    create_queue_worker,
+    run_workers,
+)
 
 
 async def test_every_registered_job_has_one_worker_function_on_its_queue() -> None:
@@ -37,6 +43,11 @@ async def test_every_registered_job_has_one_worker_function_on_its_queue() -> No
         assert worker.job_serializer is serialize_job
         assert worker.job_deserializer is deserialize_job
         for name, function in worker.functions.items():
+            scheduled = name.removesuffix("_on_schedule")
+            if scheduled != name:  # the scheduled run of a job also enqueued as usual
+                assert scheduled in {job.name for job in SCHEDULED_MINUTES}
+                assert function.coroutine is JOB_FUNCTIONS[registered[queue, scheduled]]
+                continue
             found[queue, name] += 1
             job = registered.get((queue, name))
             assert job is not None, f"{name} runs on {queue} but is not registered there"
@@ -48,9 +59,11 @@ async def test_every_registered_job_has_one_worker_function_on_its_queue() -> No
     assert all(c.__module__.startswith("workers.") for c in JOB_FUNCTIONS.values())
 
 
-def test_only_the_sweeper_runs_on_a_schedule_and_not_in_burst_mode(settings: Settings) -> None:
+def test_the_sweeper_and_the_popular_refresh_run_on_a_schedule_not_in_burst_mode(
+    settings: Settings,
+) -> None:
     scheduled = {c.name for cls in WORKER_SETTINGS.values() for c in cls.cron_jobs or ()}
-    assert scheduled == {"sweep_fanouts"}
+    assert scheduled == {"sweep_fanouts", "refresh_popular_authors_on_schedule"}
     burst = create_queue_worker(settings, REALTIME, burst=True)
     assert burst.burst
     assert not burst.cron_jobs
