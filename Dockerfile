@@ -9,16 +9,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv
 # The runtime dependencies first, in their own layer, so a code change does not
-# reinstall them: they are read from pyproject.toml's [project] dependencies.
-COPY pyproject.toml README.md ./
+# reinstall them: they are read from pyproject.toml's [project] dependencies, at the
+# exact versions constraints.txt pins (how to regenerate it: its header).
+COPY pyproject.toml README.md constraints.txt ./
 RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         >/tmp/requirements.txt \
-    && /opt/venv/bin/pip install -r /tmp/requirements.txt
+    && /opt/venv/bin/pip install --constraint constraints.txt -r /tmp/requirements.txt
 COPY feed ./feed
 COPY workers ./workers
 COPY config ./config
-RUN /opt/venv/bin/pip install . \
-    && /opt/venv/bin/python -c "import feed.cli, workers, config"
+# Then nothing may be installed that constraints.txt does not pin, at its version.
+RUN /opt/venv/bin/pip install --constraint constraints.txt . \
+    && /opt/venv/bin/python -c "import feed.cli, workers, config" \
+    && /opt/venv/bin/pip freeze --exclude koo-feed | sort -f >/tmp/installed.txt \
+    && grep -v '^#' constraints.txt | sort -f | diff - /tmp/installed.txt \
+    || { echo "constraints.txt does not match what was installed: regenerate it" >&2; exit 1; }
 
 FROM python:3.12-slim
 ENV PATH=/opt/venv/bin:$PATH \

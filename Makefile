@@ -2,7 +2,7 @@
 # and a developer run exactly the same thing.
 #
 #   make demo    the embedded demo (no services needed); DEMO_ARGS=--serve keeps the API up
-#   make test    ruff, mypy, pytest on moto and on DynamoDB Local side by side, then the fault tests; PYTEST_ARGS=... for every run
+#   make test    ruff, mypy, a small feed demo, pytest on moto and on DynamoDB Local side by side, then the fault tests; PYTEST_ARGS=... for every run
 #   make lint    ruff check and mypy only
 #   make bench   every benchmark and the report in bench/out/ (BENCH_ARGS=--quick: a short run)
 #   make clean   build and tool caches; make distclean also removes .venv and .cache

@@ -1,5 +1,5 @@
-"""Operators' commands: ``feed tables create``, ``feed dead-letters`` and
-``feed worker --check``.
+"""Operators' commands: ``feed tables create``, ``feed dead-letters``, ``feed inspect``
+and ``feed worker --check``.
 
 ``feed dead-letters list`` shows each dead letter's id, event id, type, reason
 and time; ``show ID`` the whole letter as JSON; ``replay ID...`` (or
@@ -20,12 +20,15 @@ import orjson
 
 from config.settings import Settings
 from feed.deadletters import REPLAYED, DeadLetterDesk
+from feed.fields import is_valid_id
 
 __all__ = [
     "add_dead_letters_parser",
+    "add_inspect_parser",
     "check_workers",
     "create_tables",
     "run_dead_letters",
+    "run_inspect",
 ]
 
 EXIT_OK = 0
@@ -53,6 +56,45 @@ def add_dead_letters_parser(sub: Any) -> None:
     which.add_argument("--all", action="store_true", help="every dead letter")
     purge = actions.add_parser("purge", help="delete dead letters older than DAYS")
     purge.add_argument("--older-than", type=_days, required=True, metavar="DAYS")
+
+
+def add_inspect_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "inspect", help="what is stored and cached about a user; why a koo is (not) in a feed",
+        description="Answers as JSON. `inspect feed` asks the read path itself whether the "
+        "koo is in the reader's feed and, if not, says why: no such koo, deleted, not "
+        "followed, blocked either way, muted, not delivered yet, trimmed, older than the "
+        "follow's share, or outside a followed celebrity's pull window.",
+    )
+    actions = parser.add_subparsers(dest="inspect_command", required=True, metavar="WHAT")
+    user = actions.add_parser("user", help="profile, counters, relations, timeline and cache")
+    user.add_argument("user_id", type=_id)
+    feed = actions.add_parser("feed", help="is this koo in this reader's feed, and why (not)")
+    feed.add_argument("user_id", type=_id)
+    feed.add_argument("koo_id", type=_id)
+
+
+def _id(text: str) -> str:
+    if not is_valid_id(text):
+        raise argparse.ArgumentTypeError(f"not a user or koo id: {text!r}")
+    return text
+
+
+async def run_inspect(settings: Settings, args: argparse.Namespace) -> int:
+    from feed.inspection import Inspector
+    from feed.services import open_services
+
+    async with open_services(settings) as services:
+        inspector = Inspector(services.manager)
+        if args.inspect_command == "user":
+            found = await inspector.user(args.user_id)
+            if found is None:
+                print(f"feed: no user {args.user_id!r}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        else:
+            found = await inspector.feed(args.user_id, args.koo_id)
+    print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    return EXIT_OK
 
 
 def _days(text: str) -> float:

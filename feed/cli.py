@@ -23,9 +23,11 @@ import orjson
 from config.settings import Settings, SettingsError
 from feed.admin import (
     add_dead_letters_parser,
+    add_inspect_parser,
     check_workers,
     create_tables,
     run_dead_letters,
+    run_inspect,
 )
 from feed.backfill import add_backfill_parser, run_backfill
 from feed.errors import CacheUnavailable, StorageError, StorageUnavailable, ValidationFailed
@@ -57,9 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="run the embedded demo (no services needed)",
         description="Start an embedded DynamoDB (moto) and an in-process Redis stand-in "
-        "unless FEED_DYNAMODB_ENDPOINT / FEED_REDIS_URL point at real ones, run the worker "
-        "and the API in one process, load a synthetic social graph, publish koos and "
-        "reactions, and print a ranked feed and a summary.",
+        "(always: the demo never touches real services or tables, whatever FEED_* "
+        "variables say), run the worker and the API in one process, load a synthetic "
+        "social graph, publish koos and reactions, and print a ranked feed and a summary.",
     )
     demo.add_argument("--serve", action="store_true",
                       help="keep the API up on http://127.0.0.1:8080 afterwards")
@@ -122,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_backfill_parser(sub)
     add_dead_letters_parser(sub)
+    add_inspect_parser(sub)
     return parser
 
 
@@ -256,6 +259,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_backfill(settings, args))
     if args.command == "dead-letters":
         return asyncio.run(run_dead_letters(settings, args))
+    if args.command == "inspect":
+        return asyncio.run(run_inspect(settings, args))
     raise AssertionError(args.command)
 
 

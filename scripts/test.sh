@@ -2,15 +2,16 @@
 # Everything `make test` (and so CI) checks, in order:
 #   1. the venv with the test extra,
 #   2. ruff check and mypy,
-#   3. Redis on 127.0.0.1:6379 (started only if none answers) and DynamoDB Local,
-#   4. the suite on both DynamoDB data-plane clients (FEED_DYNAMODB_CLIENT=direct, the
+#   3. `feed demo` once, on a small graph, so a broken demo fails the run like a failed test,
+#   4. Redis on 127.0.0.1:6379 (started only if none answers) and DynamoDB Local,
+#   5. the suite on both DynamoDB data-plane clients (FEED_DYNAMODB_CLIENT=direct, the
 #      default, and aioboto3), two runs at a time on the two cores, each on its own
 #      pair of Redis databases, their output printed when both end:
 #      - against moto's server (the suite starts it itself), without the tests marked
 #        slow_on_moto (too slow there) or fault; on aioboto3 only the dynamodb tests
 #        (the rest never touch DynamoDB);
 #      - pytest -m "dynamodb or slow_on_moto" against DynamoDB Local, without fault;
-#   5. pytest -m fault (processes killed, services paused, faults injected) against
+#   6. pytest -m fault (processes killed, services paused, faults injected) against
 #      DynamoDB Local, alone, since its criteria include timings: on the direct client,
 #      then on aioboto3 without the soak (a load test of the read path, not of a client).
 # Services this script started are stopped on exit, whatever happened.
@@ -19,6 +20,10 @@
 # Environment:
 #   FEED_TEST_DYNAMODB_PORT  port for DynamoDB Local (default 8765)
 #   FEED_TEST_CLIENTS        data-plane clients to test (default "direct aioboto3")
+#   FEED_TEST_DEMO_USERS     users in the demo's graph (default 40, with the celebrity
+#                            threshold at 15 followers so that some authors are pulled at
+#                            read time: every phase of the tour, in about a third of the time
+#                            of the default 120 users)
 #   PYTHON, VENV             see scripts/venv.sh
 set -euo pipefail
 
@@ -75,6 +80,33 @@ step "ruff check"
 
 step "mypy"
 "$VENV/bin/mypy" || failed+=("mypy")
+
+# The demo needs no services: it runs on its own embedded stand-ins.
+DEMO_USERS="${FEED_TEST_DEMO_USERS:-40}"
+step "feed demo --users $DEMO_USERS (the tour a newcomer runs first, on a smaller graph)"
+demo_rc=0
+demo_limit=()
+if command -v timeout >/dev/null 2>&1; then demo_limit=(timeout 600); fi
+FEED_CELEBRITY_FOLLOWERS=15 ${demo_limit[@]+"${demo_limit[@]}"} \
+    "$VENV/bin/feed" demo --users "$DEMO_USERS" || demo_rc=$?
+if ((demo_rc != 0)); then
+    failed+=("feed demo (exit $demo_rc)")
+fi
+
+step "promtool (checks the alert rules in deploy/)"
+# Debian's prometheus package ships promtool; installed here when the run may.
+if ! command -v promtool >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] \
+        && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        prometheus >/dev/null || true
+fi
+if command -v promtool >/dev/null 2>&1; then
+    promtool --version 2>&1 | head -1
+else
+    echo "error: promtool not found: apt-get install prometheus (or set" \
+        "FEED_TEST_ALLOW_NO_PROMTOOL=1 to check the rules' names only)" >&2
+    [[ "${FEED_TEST_ALLOW_NO_PROMTOOL:-}" == 1 ]] || failed+=("promtool")
+fi
 
 step "services"
 redis_before="$(cat "$REDIS_MARKER" 2>/dev/null || true)"
@@ -160,5 +192,5 @@ if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "all checks passed: ruff, mypy, and pytest on moto, DynamoDB Local and the fault" \
+echo "all checks passed: ruff, mypy, feed demo, and pytest on moto, DynamoDB Local and the fault" \
     "tests, with the ${CLIENTS[*]} client(s)"

@@ -18,7 +18,7 @@ from feed import keys
 from feed.services import Services, open_services
 from tests.conftest import uid
 from tests.fault._procs import stop_process, worker_env
-from tests.helpers import apply_all, drain, koo, react, signup
+from tests.helpers import apply_all, drain, follow, koo, react, signup
 
 
 def feed(settings: Settings, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -102,3 +102,18 @@ def test_worker_check_follows_a_live_worker(settings: Settings, tmp_path: Path) 
     # A worker that stopped cleanly takes its report with it.
     after = feed(settings, "worker", "--check")
     assert after.returncode == 1
+
+
+async def test_inspect_answers_as_json(services: Services) -> None:
+    me, friend, k = uid(), uid(), uid("k")
+    await apply_all(services, signup(me), signup(friend), follow(me, friend), koo(k, friend))
+    done = feed(services.settings, "inspect", "feed", me, k)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout) == {"in_feed": True, "reason": "following"}
+    user = feed(services.settings, "inspect", "user", me)
+    assert user.returncode == 0, user.stderr
+    assert orjson.loads(user.stdout)["relations"]["following"] == 1
+    nobody = feed(services.settings, "inspect", "user", uid("nobody"))
+    assert nobody.returncode == 1
+    assert "no user" in nobody.stderr
+    assert feed(services.settings, "inspect", "feed", me, "not an id").returncode == 2

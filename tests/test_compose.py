@@ -1,8 +1,9 @@
-"""docker-compose.yml: valid Compose, and the settings the service relies on.
+"""docker-compose.yml and the Dockerfile: valid, and the settings the service relies on.
 
 Offline and without Docker: the file is checked against the Compose
 Specification schema that check-jsonschema ships (``vendor.compose-spec``),
-then read with PyYAML for the properties the architecture depends on.
+then read with PyYAML for the properties the architecture depends on; the
+Dockerfile is read for what it installs, from the pins in constraints.txt.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,11 +20,17 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+CONSTRAINTS = ROOT / "constraints.txt"
+PYPROJECT = ROOT / "pyproject.toml"
+# What the caller must export: compose refuses to start without a token.
+CALLER_ENV = {"FEED_API_TOKENS": "compose-test-token-0123"}
 
 APP_SERVICES = ("tables", "api", "worker")
 ONE_SHOT = ("tables",)
@@ -258,12 +266,47 @@ def test_api_serves_on_all_interfaces_and_checks_healthz() -> None:
     assert any(p.endswith(":8080") for p in ports), ports
 
 
+def _published(service: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Its ports in the long syntax's terms, every value a string."""
+    found = []
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            found.append({key: str(value) for key, value in port.items()})
+            continue
+        # The short syntax: [[HOST_IP:]PUBLISHED:]TARGET.
+        parts = str(port).split(":")
+        found.append({
+            "target": parts[-1],
+            "published": parts[-2] if len(parts) > 1 else "",
+            "host_ip": parts[-3] if len(parts) > 2 else "",
+        })
+    return found
+
+
 def test_worker_can_be_scaled() -> None:
     service = _service("worker")
     assert _command(service) == ["feed", "worker"]
     # `docker compose up --scale worker=N` fails with a fixed name or host port.
     assert "container_name" not in service
-    assert "ports" not in service
+    for port in _published(service):
+        assert not port.get("published"), f"a fixed host port: {port}"
+
+
+def test_worker_metrics_are_reachable_like_the_apis() -> None:
+    from config.settings import Settings
+
+    service = _service("worker")
+    settings = Settings.from_env(_environment(service, CALLER_ENV))
+    # Inside its container the worker must listen beyond loopback to be scraped at all.
+    assert settings.worker_metrics_host == "0.0.0.0"
+    assert settings.worker_metrics_port
+    ports = [p for p in _published(service)
+             if p["target"].split("/")[0] == str(settings.worker_metrics_port)]
+    assert ports, f"port {settings.worker_metrics_port} is not published: {service.get('ports')}"
+    # On the host, on loopback, as the API's port is.
+    api_ports = [str(p) for p in _service("api").get("ports", [])]
+    assert all(p.startswith("127.0.0.1:") for p in api_ports), api_ports
+    assert all(p.get("host_ip") == "127.0.0.1" for p in ports), ports
 
 
 # ---------------------------------------------------------------------------
@@ -272,7 +315,7 @@ def test_worker_can_be_scaled() -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_app_service_sets_the_contract_variables(name: str) -> None:
-    env = _environment(_service(name), {})
+    env = _environment(_service(name), CALLER_ENV)
     for variable in CONTRACT_ENV:
         assert env.get(variable), f"{name}: {variable} is not set"
 
@@ -284,13 +327,27 @@ def test_app_services_share_one_environment() -> None:
 
 def test_api_tokens_come_from_the_callers_environment() -> None:
     service = _service("api")
-    assert _environment(service, {})["FEED_API_TOKENS"] == "change-me"
     override = {"FEED_API_TOKENS": "token-one-1234,token-two-5678"}
     assert _environment(service, override)["FEED_API_TOKENS"] == override["FEED_API_TOKENS"]
 
 
+@pytest.mark.parametrize("env", [{}, {"FEED_API_TOKENS": ""}], ids=["unset", "empty"])
+def test_api_tokens_have_no_default(env: dict[str, str]) -> None:
+    # A default token would be one anyone who read this file knows.
+    for name in APP_SERVICES:
+        with pytest.raises(ValueError, match="FEED_API_TOKENS"):
+            _environment(_service(name), env)
+
+
+def test_a_missing_token_is_explained() -> None:
+    raw = str(_load()["x-feed-env"]["FEED_API_TOKENS"])
+    match = re.fullmatch(r"\$\{FEED_API_TOKENS:\?(?P<message>[^}]+)\}", raw)
+    assert match, f"FEED_API_TOKENS is {raw!r}, not ${{FEED_API_TOKENS:?message}}"
+    assert "FEED_API_TOKENS" in match["message"]
+
+
 def test_app_services_point_at_the_compose_services() -> None:
-    env = _environment(_service("api"), {})
+    env = _environment(_service("api"), CALLER_ENV)
     assert urlsplit(env["FEED_REDIS_URL"]).hostname == "queue-redis"
     assert urlsplit(env["FEED_CACHE_REDIS_URL"]).hostname == "cache-redis"
     endpoint = urlsplit(env["FEED_DYNAMODB_ENDPOINT"])
@@ -303,7 +360,7 @@ def test_app_services_point_at_the_compose_services() -> None:
 def test_app_environment_is_accepted_by_the_settings() -> None:
     from config.settings import Settings
 
-    settings = Settings.from_env(_environment(_service("api"), {}))
+    settings = Settings.from_env(_environment(_service("api"), CALLER_ENV))
     assert settings.redis_url != settings.cache_redis_url
     assert settings.api_tokens
 
@@ -319,7 +376,7 @@ async def test_app_environment_finds_credentials_for_its_dynamodb(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    env = _environment(_service("api"), {})
+    env = _environment(_service("api"), CALLER_ENV)
     for name, value in env.items():
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
@@ -352,7 +409,7 @@ def test_dockerfile_runs_python_312_slim_as_a_non_root_user() -> None:
     assert users, "the final stage sets no USER"
     assert users[-1].split(":")[0] not in ("root", "0")
     text = DOCKERFILE.read_text(encoding="utf-8")
-    assert re.search(r"pip install \.(\s|$)", text), "the image does not pip install ."
+    assert re.search(r"pip install [^\n&]*?\s\.(\s|$)", text), "the image does not pip install ."
 
 
 def test_dockerignore_lets_through_what_the_dockerfile_copies() -> None:
@@ -368,3 +425,122 @@ def test_dockerignore_lets_through_what_the_dockerfile_copies() -> None:
         for source in words[1:-1]:
             assert source.rstrip("/") in allowed, f"{source} is excluded by .dockerignore"
             assert (ROOT / source).exists(), f"{source} does not exist"
+
+
+# ---------------------------------------------------------------------------
+# pinned dependencies
+
+# The image's platform, for the environment markers of what the dependencies pull in.
+IMAGE_MARKERS = {
+    "python_version": "3.12", "python_full_version": "3.12.0", "implementation_name": "cpython",
+    "platform_python_implementation": "CPython", "sys_platform": "linux",
+    "platform_system": "Linux", "os_name": "posix", "platform_machine": "x86_64",
+}
+
+
+def _pins() -> dict[str, str]:
+    """constraints.txt as canonical name -> exact version."""
+    pins: dict[str, str] = {}
+    for raw in CONSTRAINTS.read_text(encoding="utf-8").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"not an exact pin: {raw!r}"
+        assert re.fullmatch(r"[A-Za-z0-9.+!]+", version), f"not an exact pin: {raw!r}"
+        key = canonicalize_name(name)
+        assert key not in pins, f"{name} is pinned twice"
+        pins[key] = version
+    return pins
+
+
+def _runtime_requirements() -> list[Requirement]:
+    with PYPROJECT.open("rb") as file:
+        project = tomllib.load(file)["project"]
+    return [Requirement(r) for r in project["dependencies"]]
+
+
+def _pip_installs() -> list[str]:
+    """Every pip install command of the Dockerfile, continuation lines joined."""
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [m.group(0) for m in re.finditer(r"pip install[^\n&|;]*", text)]
+
+
+def _dockerfile_stage(name: str) -> list[str]:
+    """The instructions of the stage ``FROM ... AS name``."""
+    lines: list[str] = []
+    inside = False
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.upper().startswith("FROM "):
+            inside = stripped.split()[-1] == name
+            continue
+        if inside and stripped and not stripped.startswith("#"):
+            lines.append(stripped)
+    return lines
+
+
+def test_the_image_installs_from_the_committed_constraints() -> None:
+    installs = _pip_installs()
+    assert len(installs) >= 2, installs  # the dependencies' layer and the package
+    for command in installs:
+        assert re.search(r"(--constraint|-c)[ =]constraints\.txt(\s|$)", command), command
+    copied = [line.split()[1:-1] for line in _dockerfile_stage("build")
+              if line.upper().startswith("COPY ")]
+    assert any("constraints.txt" in sources for sources in copied), copied
+
+
+def test_constraints_pin_every_runtime_dependency_within_its_range() -> None:
+    pins = _pins()
+    for requirement in _runtime_requirements():
+        key = canonicalize_name(requirement.name)
+        assert key in pins, f"{requirement.name} (pyproject.toml) is not in constraints.txt"
+        assert requirement.specifier.contains(pins[key], prereleases=True), (
+            f"constraints.txt pins {requirement.name}=={pins[key]}, outside {requirement}")
+
+
+def test_constraints_pin_what_the_runtime_dependencies_pull_in() -> None:
+    """Their whole closure, as this environment's installed metadata declares it."""
+    import importlib.metadata as metadata
+
+    pins = _pins()
+    needed: dict[str, set[str]] = {}
+    todo = _runtime_requirements()
+    while todo:
+        requirement = todo.pop()
+        key = canonicalize_name(requirement.name)
+        extras = set(requirement.extras)
+        if key in needed and extras <= needed[key]:
+            continue
+        needed[key] = needed.get(key, set()) | extras
+        try:
+            declared = metadata.requires(requirement.name) or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here; still checked for a pin below
+        for line in declared:
+            child = Requirement(line)
+            if child.marker is None or any(
+                child.marker.evaluate({**IMAGE_MARKERS, "extra": extra})
+                for extra in needed[key] or {""}
+            ):
+                todo.append(child)
+    missing = sorted(set(needed) - set(pins))
+    assert not missing, f"pulled in but not pinned in constraints.txt: {missing}"
+    extra = sorted(set(pins) - set(needed))
+    assert not extra, f"pinned but not needed at run time: {extra}"
+
+
+def test_a_missing_pin_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Proves the pin checks can fail: constraints.txt without its first pin.
+    lines = CONSTRAINTS.read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(lines) if line and not line.startswith("#"))
+    broken = tmp_path / "constraints.txt"
+    broken.write_text("\n".join(lines[:first] + lines[first + 1:]), encoding="utf-8")
+    monkeypatch.setattr(sys.modules[__name__], "CONSTRAINTS", broken)
+    with pytest.raises(AssertionError, match="not pinned"):
+        test_constraints_pin_what_the_runtime_dependencies_pull_in()
+
+
+def test_the_worker_s_healthcheck_asks_the_workers_themselves() -> None:
+    check = _service("worker")["healthcheck"]["test"]
+    assert check == ["CMD", "feed", "worker", "--check"]

@@ -26,6 +26,10 @@ LAZY: dict[tuple[str, str], str] = {
     ("feed.admin", "feed.store.regions"): "the DynamoDB client, only for `feed tables`; the "
     "CLI imports this module for its parsers on every start",
     ("feed.cli", "feed.publisher"): f"arq and redis, only for `feed publish`: {_CLI_START}",
+    ("feed.admin", "feed.inspection"): "the whole service, only for `feed inspect`; the CLI "
+    "imports this module for its parsers on every start",
+    ("feed.admin", "feed.services"): "the whole service, only for `feed inspect`; the CLI "
+    "imports this module for its parsers on every start",
     ("feed.admin", "feed.queue"): "arq and redis, only to run an operator's command; the "
     "CLI imports this module for its parsers on every start",
     ("feed.admin", "feed.store"): "the DynamoDB client, only to run an operator's command; "

@@ -110,6 +110,19 @@ class TimelineCache(CacheBase):
 
         return _Read(queue, 3, parse)
 
+    async def timeline_state(self, reader: str) -> dict[str, Any]:
+        """What the cache holds of a reader's timeline, for an operator: whether it is
+        ready (complete rebuild), being rebuilt, holds the whole stored timeline, and how
+        many entries."""
+        key = keys.timeline(reader)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zmscore(key, [keys.TIMELINE_READY, keys.TIMELINE_BUILDING, keys.COMPLETE])
+        pipe.zcard(key)
+        (ready, building, complete), size = await self._guard(pipe.execute())
+        marks = sum(m is not None for m in (ready, building, complete))
+        return {"cached": ready is not None, "rebuilding": building is not None,
+                "holds_everything": complete is not None, "entries": int(size) - marks}
+
     async def is_cached(self, reader: str) -> bool:
         return await self._guard(self.redis.zscore(keys.timeline(reader), keys.TIMELINE_READY)) \
             is not None
