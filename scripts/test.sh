@@ -3,7 +3,8 @@
 #   1. the venv with the test extra,
 #   2. ruff check and mypy,
 #   3. `feed demo` once, on a small graph, so a broken demo fails the run like a failed test,
-#   4. Redis on 127.0.0.1:6379 (started only if none answers) and DynamoDB Local,
+#   4. promtool (installed when the run may), then Redis on 127.0.0.1:6379 (started only
+#      if none answers) and DynamoDB Local,
 #   5. the suite on both DynamoDB data-plane clients (FEED_DYNAMODB_CLIENT=direct, the
 #      default, and aioboto3), two runs at a time on the two cores, each on its own
 #      pair of Redis databases, their output printed when both end:
@@ -11,7 +12,9 @@
 #        slow_on_moto (too slow there) or fault; on aioboto3 only the dynamodb tests
 #        (the rest never touch DynamoDB);
 #      - pytest -m "dynamodb or slow_on_moto" against DynamoDB Local, without fault;
-#   6. pytest -m fault (processes killed, services paused, faults injected) against
+#   6. the Python client (clients/python): built, installed alone into a fresh venv, and
+#      tested against a live `feed api` (scripts/client-test.sh),
+#   7. pytest -m fault (processes killed, services paused, faults injected) against
 #      DynamoDB Local, alone, since its criteria include timings: on the direct client,
 #      then on aioboto3 without the soak (a load test of the read path, not of a client).
 # Services this script started are stopped on exit, whatever happened.
@@ -178,6 +181,12 @@ else
     round "${CLIENTS[1]}" "${CLIENTS[0]}" "$@"
 fi
 
+# The Python client: built, installed alone in a fresh venv, tested against a live API.
+step "the Python client (clients/python) against a live feed api"
+(cd clients/python && "../../$VENV/bin/mypy") || failed+=("mypy clients/python")
+FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=10,11 \
+    bash scripts/client-test.sh -p no:cacheprovider || failed+=("client tests")
+
 for client in "${CLIENTS[@]}"; do
     marks="fault"
     if [[ "$client" != "${CLIENTS[0]}" ]]; then marks="fault and not soak"; fi
@@ -192,5 +201,5 @@ if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}" >&2
     exit 1
 fi
-echo "all checks passed: ruff, mypy, feed demo, and pytest on moto, DynamoDB Local and the fault" \
-    "tests, with the ${CLIENTS[*]} client(s)"
+echo "all checks passed: ruff, mypy, feed demo, pytest on moto, DynamoDB Local and the fault" \
+    "tests with the ${CLIENTS[*]} client(s), and the Python client"

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from config.tables import USERS
+from config.tables import LEDGER, USERS
 from feed import keys
 from feed.errors import ValidationFailed
 from feed.events import event_digest, validate_event
@@ -94,3 +94,10 @@ async def user_counters(svc: Services, user_id: str) -> tuple[int, int]:
     if not item:
         return 0, 0
     return int(item.get("followers", 0)), int(item.get("following", 0))
+
+
+async def in_ledger(svc: Services, event_id: str) -> bool:
+    """Whether the ledger holds an entry for ``event_id`` (the event was handled)."""
+    item = await svc.stores.db.get(LEDGER, {"event_id": event_id}, consistent=True,
+                                   attributes=["event_id"])
+    return item is not None

@@ -52,12 +52,6 @@ class Ledger:
         return {"Put": {"TableName": LEDGER, "Item": self._item(event, outcome),
                         "ConditionExpression": "attribute_not_exists(event_id)"}}
 
-    async def seen(self, event_id: str) -> bool:
-        """True if the event has been applied."""
-        item = await self.db.get(LEDGER, {"event_id": event_id}, consistent=True,
-                                 attributes=["event_id"])
-        return item is not None
-
     async def record(self, event: Event, outcome: str = "applied") -> bool:
         """Record the event outside a transaction; False if it was already recorded."""
         try:

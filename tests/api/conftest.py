@@ -16,7 +16,7 @@ from config.settings import Settings
 from feed import keys
 from feed.api.app import create_app
 from feed.services import Services, open_services
-from tests.helpers import apply_all, job_ids
+from tests.helpers import apply_all, in_ledger, job_ids
 
 TOKEN = "test-token-123456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -124,7 +124,7 @@ async def seed(settings: Settings, *batches: Sequence[dict[str, Any]]) -> None:
             for _ in range(3):
                 await apply_all(svc, *batch)
                 seen = await asyncio.gather(
-                    *(svc.stores.ledger.seen(e["event_id"]) for e in batch))
+                    *(in_ledger(svc, e["event_id"]) for e in batch))
                 if all(seen):
                     break
             else:

@@ -25,7 +25,17 @@ from feed.metrics import EVENTS_APPLIED
 from feed.services import Services
 from tests.api.conftest import assert_error, discard, queued
 from tests.conftest import uid
-from tests.helpers import apply_all, drain, event, event_job, follow, koo, signup, unfollow
+from tests.helpers import (
+    apply_all,
+    drain,
+    event,
+    event_job,
+    follow,
+    in_ledger,
+    koo,
+    signup,
+    unfollow,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -276,8 +286,8 @@ async def test_the_same_event_posted_again_later_changes_nothing(
     applied = EVENTS_APPLIED.labels("reaction_added", "duplicate")._value.get()
     await post_and_drain(like, liked_follow)
     assert EVENTS_APPLIED.labels("reaction_added", "duplicate")._value.get() == applied + 1
-    assert await services.stores.ledger.seen(like["event_id"])
-    assert await services.stores.ledger.seen(liked_follow["event_id"])
+    assert await in_ledger(services, like["event_id"])
+    assert await in_ledger(services, liked_follow["event_id"])
     assert await counts() == (0, 0, 0)
     assert (await client.get(f"/v1/koos/{k}/reactions")).json()["items"] == []
 

@@ -31,6 +31,7 @@ from tests.helpers import (
     event,
     event_job,
     follow,
+    in_ledger,
     job_ids,
     koo,
     react,
@@ -73,7 +74,7 @@ async def on_queue(services: Services, events: list[dict[str, Any]]) -> int:
 
 
 async def all_seen(services: Services, events: list[dict[str, Any]]) -> bool:
-    seen = await asyncio.gather(*(services.stores.ledger.seen(e["event_id"]) for e in events))
+    seen = await asyncio.gather(*(in_ledger(services, e["event_id"]) for e in events))
     return all(seen)
 
 

@@ -37,7 +37,7 @@ from feed.services import Services, open_services
 from tests.conftest import uid
 from tests.fault._procs import spawn_worker, stop_process, tail
 from tests.fault.conftest import DynamoDBLocal, dynamodb_local, fault_settings, timeout_env
-from tests.helpers import drain, follow, koo, now_ms, react, signup, user_counters
+from tests.helpers import drain, follow, in_ledger, koo, now_ms, react, signup, user_counters
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -99,7 +99,7 @@ async def wait_applied(svc: Services, events: list[dict[str, Any]], *, within: f
     deadline = time.monotonic() + within
     pending = [e["event_id"] for e in events]
     while pending:
-        seen = await asyncio.gather(*(svc.stores.ledger.seen(e) for e in pending))
+        seen = await asyncio.gather(*(in_ledger(svc, e) for e in pending))
         pending = [e for e, ok in zip(pending, seen, strict=True) if not ok]
         if pending:
             assert time.monotonic() < deadline, f"{len(pending)} events never applied"

@@ -32,7 +32,7 @@ from feed.models import User
 from feed.services import Services, open_services
 from tests.conftest import uid
 from tests.fault._procs import RedisServer, scrape_metric, spawn_worker, stop_process, tail
-from tests.helpers import event_job, koo, now_ms
+from tests.helpers import event_job, in_ledger, koo, now_ms
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -122,7 +122,7 @@ async def _whereabouts(services: Services, readers: list[str], producers: Produc
                     await redis.pttl(in_progress_key_prefix + job),
                     await redis.get(retry_key_prefix + job),
                     await redis.exists(result_key_prefix + job),
-                    await services.stores.ledger.seen(producers.event_of[koo_id])))
+                    await in_ledger(services, producers.event_of[koo_id])))
     return out
 
 

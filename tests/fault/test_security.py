@@ -43,7 +43,7 @@ from feed.api.app import create_app
 from feed.api.openapi import openapi_schema
 from feed.services import Services, open_services
 from tests.conftest import uid
-from tests.helpers import drain, follow, koo, signup
+from tests.helpers import drain, follow, in_ledger, koo, signup
 
 pytestmark = [pytest.mark.fault, pytest.mark.timeout(180)]
 
@@ -205,7 +205,7 @@ async def test_a_pickled_job_planted_in_the_queue_is_never_executed(
     assert await queue.get(job_key_prefix + job_id) is None
     result = orjson.loads(await queue.get(result_key_prefix + job_id))
     assert result["s"] is False, result
-    assert await services.stores.ledger.seen(good["event_id"]), "the worker stopped"
+    assert await in_ledger(services, good["event_id"]), "the worker stopped"
 
 
 # --- Redis passwords and TLS from the URLs -----------------------------------------------
