@@ -6,7 +6,7 @@
 1. Redis: ``feed.cache.Cache.push`` (one Lua script per reader, pipelined per
    chunk of 1,000 readers) into N existing cached timelines, beside a raw
    redis.asyncio pipelined ``ZADD`` of the same entries (1,000 commands per
-   pipeline; the DESIGN's anchor). More loops show where the gap comes from:
+   pipeline; the reference). More loops show where the gap comes from:
    the same Lua script sent with bare ``pipe.evalsha`` (no Cache wrapper),
    ``ZADD`` + ``ZREMRANGEBYRANK`` without a script, (a proposal, not the
    service's code) the script's logic over a whole chunk in one EVALSHA, and
@@ -90,9 +90,9 @@ DEFAULT_DELIVERY = ((100, 20), (10_000, 5))  # (followers, samples)
 QUICK_DELIVERY = ((100, 10), (10_000, 3))
 REDIS_TARGET = 0.60
 SF_TARGET = 3.0  # the service's fan-out over Stream-Framework's, same Redis, same run
-DYNAMODB_TARGET = 0.80  # of a raw direct BatchWriteItem loop (DESIGN "The cold path")
+DYNAMODB_TARGET = 0.80  # of a raw direct BatchWriteItem loop (the cold-path target)
 SERVICE_LABEL = {"direct": "direct", "aioboto3": "aioboto3"}
-DELIVERY_TARGETS = {100: 0.100, 10_000: 1.0}  # p99 seconds, DESIGN "Targets"
+DELIVERY_TARGETS = {100: 0.100, 10_000: 1.0}  # p99 seconds: the delivery targets
 READER = "bfr"  # reader ids of parts 1 and 2: bfr000000 ...
 AUTHOR = "bfauthor"
 REDIS_MIN_ENTRIES = 20_000  # per loop and size: small sizes run more often
@@ -877,7 +877,7 @@ def report(
         out += ["", "Cache.push: the service (`feed.cache.Cache.push`: on a standalone Redis one "
                 "EVALSHA per 500 readers of a Lua script doing EXISTS, ZADD and the trim for "
                 "each; one call per reader on a Redis Cluster). raw ZADD: redis.asyncio "
-                "pipelined ZADD, the DESIGN's anchor. raw EVALSHA: the service's one-reader "
+                "pipelined ZADD, the reference. raw EVALSHA: the service's one-reader "
                 "script sent per reader with a bare `pipe.evalsha`. raw ZADD+trim: ZADD and "
                 "ZREMRANGEBYRANK pipelined, no script (and no existence check). batched Lua: "
                 "the per-reader script logic over all the chunk's readers in one EVALSHA, "

@@ -52,7 +52,7 @@ What it measures, one after the other:
    first-use imports, script loading) that a long-running process hides.
 
 Targets (docs/performance.md): in-process hit p50 no slower than Stream-Framework's 25-item read in
-the same run (the faster of its variants; without its venvs, DESIGN's 0.7 ms); HTTP
+the same run (the faster of its variants; without its venvs, the 0.7 ms measured before); HTTP
 closed loop ≥ 1,000 requests/s with 32 clients; open loop p99 ≤ 10 ms at 200
 requests/s, every answer 200; after a cache loss, at 200 requests/s: p99 ≤ 50 ms and
 ≥ 99% of the reads answered 200 (100 and 400 requests/s are reported without a target);

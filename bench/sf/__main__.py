@@ -38,7 +38,7 @@ from bench.sf import client
 FULL = {"followers": "1000,10000,100000", "reads": "2000", "timelines": "300",
         "min-entries": "20000"}
 QUICK = {"followers": "1000,10000", "reads": "500", "timelines": "100", "min-entries": "5000"}
-DESIGN_FANOUT = {"current": "4,300-4,900", "redis2": "10,500-17,500"}
+REFERENCE_FANOUT = {"current": "4,300-4,900", "redis2": "10,500-17,500"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -94,7 +94,7 @@ def report(results: dict[str, dict[str, Any]], notes: list[str]) -> tuple[str, d
         for n, f in by_size.items():
             figures[f"{variant}.fanout.{n}.entries_per_s"] = f["entries_per_s"]
         rows.append([variant, *[fmt_int(by_size[n]["entries_per_s"]) if n in by_size else "-"
-                                for n in sizes], DESIGN_FANOUT.get(variant, "-")])
+                                for n in sizes], REFERENCE_FANOUT.get(variant, "-")])
     out.append(markdown_table(["variant", *[f"{n:,} followers" for n in sizes],
                                "target"], rows))
     out += ["", "Manager.create_fanout_tasks with Celery tasks run eagerly (chunks of 100 "
