@@ -232,7 +232,7 @@ class Row:
                         p50 < self.target_figure))
         if self.target_p99 is not None:
             p99, goal = self.p("ours", 99) * 1000, self.target_p99 * 1000
-            if self.store == "DynamoDB":  # DESIGN: "each p99 under 10 ms"
+            if self.store == "DynamoDB":  # the target: each p99 under 10 ms
                 out.append((f"{name}: p99 < {goal:.0f} ms", f"{p99:.2f} ms", p99 < goal))
             else:  # the hot reads: "p99 ≤ 2 ms"
                 out.append((f"{name}: p99 ≤ {goal:.0f} ms", f"{p99:.2f} ms", p99 <= goal))

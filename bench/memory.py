@@ -55,7 +55,7 @@ from feed.cache import Cache
 KOO_ID_CHARS = string.digits + "ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32, as in a ULID
 # Stream-Framework's feeds keep 100 entries (its max_length); 800 is the service's cap only.
 SF_MAX_ENTRIES = 200
-DESIGN_SF = {"listpack": "~52", "skiplist": "136-146"}
+REFERENCE_SF = {"listpack": "~52", "skiplist": "136-146"}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> Outcome | int:
             rows.append([f"{timelines:,} x {e}", f"Stream-Framework ({sf_variant})",
                          encoding_of(s), f"{s['memory_usage_bytes_per_entry']:.1f}",
                          f"{s['used_memory_delta_bytes_per_entry']:.1f}",
-                         DESIGN_SF.get(enc, "-")])
+                         REFERENCE_SF.get(enc, "-")])
     ours_example = ours[0] if ours else {}
     sf_example = theirs[0] if theirs else {}
     markdown = "\n".join([
