@@ -14,13 +14,15 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from config.settings import Settings
-from feed.deadletters import REPLAYED, DeadLetterDesk
 from feed.fields import is_valid_id
+
+if TYPE_CHECKING:
+    from feed.deadletters import DeadLetterDesk
 
 __all__ = [
     "add_dead_letters_parser",
@@ -108,6 +110,7 @@ def _days(text: str) -> float:
 
 
 async def run_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from feed.deadletters import DeadLetterDesk
     from feed.queue import ArqJobQueue, open_queue_redis
     from feed.store import Stores, open_dynamo
 
@@ -121,6 +124,8 @@ async def run_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _act(desk: DeadLetterDesk, args: argparse.Namespace) -> int:
+    from feed.deadletters import REPLAYED
+
     if args.dl_command == "list":
         for letter in await desk.list(limit=max(1, args.limit)):
             summary = letter.summary()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 from config.settings import Settings
@@ -126,7 +126,8 @@ class CandidateWalk(ReaderViews):
         pulled_from = sorted(a for a in relations.following & celebrities
                              if relations.sees(reader, a))
         # How far back each followed celebrity's koos show, read beside the first step.
-        floors = asyncio.ensure_future(self.pull_floors(reader, pulled_from))
+        floors = asyncio.ensure_future(
+            self.pull_floors(reader, pulled_from, followed_at=relations.followed_at))
         try:
             return await self._walk(reader, relations, want, before, pulled_from, floors,
                                     window, page)
@@ -274,11 +275,14 @@ class CandidateWalk(ReaderViews):
                 horizon = last if horizon is None else max(horizon, last)
         return found, horizon
 
-    async def pull_floors(self, reader: str, authors: Sequence[str]
+    async def pull_floors(self, reader: str, authors: Sequence[str], *,
+                          followed_at: Mapping[str, int] | None = None,
                           ) -> dict[str, tuple[int, str] | None]:
         """For each followed celebrity, the oldest position of theirs the reader sees:
         every koo since the follow, and FEED_BACKFILL_ON_FOLLOW of those before it (as a
-        follow brings into a timeline); None when no more than that came before."""
+        follow brings into a timeline); None when no more than that came before.
+        ``followed_at``: the follows' times, when read with the relations (a cold read
+        then computes the floors beside its other reads, not after one more)."""
         if not authors:
             return {}
         found: dict[str, tuple[int, str] | None] = {}
@@ -287,8 +291,11 @@ class CandidateWalk(ReaderViews):
         missing = [a for a in authors if a not in found]
         if not missing:
             return found
-        versions = await self.stores.relations.versions(
-            [(reader, keys.REL_FOLLOW, a) for a in missing])
+        known = followed_at or {}
+        unknown = [a for a in missing if a not in known]
+        read = dict(zip(unknown, await self.stores.relations.versions(
+            [(reader, keys.REL_FOLLOW, a) for a in unknown]), strict=True)) if unknown else {}
+        versions = [known[a] if a in known else read[a] for a in missing]
         computed = dict(zip(missing, await asyncio.gather(*(
             self._pull_floor(a, followed_at) for a, followed_at in zip(missing, versions,
                                                                        strict=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,6 +112,9 @@ class RelationSets:
     blocking: frozenset[str]
     muting: frozenset[str]
     blocked_by: frozenset[str]
+    # When each follow was made (ms), where read from DynamoDB with the sets; the cached
+    # sets do not carry it.
+    followed_at: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
     # Authors whose koos never appear for this reader: those they block or mute, and
     # those who block them.
     hidden: frozenset[str] = field(init=False, repr=False, compare=False)

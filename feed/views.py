@@ -148,8 +148,9 @@ class ReaderViews:
 
     async def read_relations(self, reader: str) -> RelationSets:
         """:meth:`relations_of` from DynamoDB only."""
+        followed_at: dict[str, int] = {}
         outgoing, blocked_by = await asyncio.gather(
-            self.stores.relations.outgoing(reader),
+            self.stores.relations.outgoing(reader, followed_at=followed_at),
             self.stores.relations.incoming(reader, "block"),
         )
         return RelationSets(
@@ -157,6 +158,7 @@ class ReaderViews:
             blocking=frozenset(outgoing.get("block", ())),
             muting=frozenset(outgoing.get("mute", ())),
             blocked_by=frozenset(blocked_by),
+            followed_at=followed_at,
         )
 
     async def celebrities(self) -> frozenset[str]:

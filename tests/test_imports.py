@@ -30,6 +30,8 @@ LAZY: dict[tuple[str, str], str] = {
     "imports this module for its parsers on every start",
     ("feed.admin", "feed.services"): "the whole service, only for `feed inspect`; the CLI "
     "imports this module for its parsers on every start",
+    ("feed.admin", "feed.deadletters"): "the DynamoDB client (and the metrics with it), only "
+    "for `feed dead-letters`; the CLI imports this module for its parsers on every start",
     ("feed.admin", "feed.queue"): "arq and redis, only to run an operator's command; the "
     "CLI imports this module for its parsers on every start",
     ("feed.admin", "feed.store"): "the DynamoDB client, only to run an operator's command; "

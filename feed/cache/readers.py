@@ -78,7 +78,8 @@ class ReaderCache(CacheBase):
                 return None
             metrics.CACHE_LOOKUPS.labels("relations", "hit").inc()
             sets = [frozenset(m for m in row if m != keys.LOADED) for row in rows]
-            return RelationSets(*sets)
+            following, blocking, muting, blocked_by = sets
+            return RelationSets(following, blocking, muting, blocked_by)
 
         return _Read(queue, len(_RELATION_KEYS), parse)
 

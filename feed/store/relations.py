@@ -75,15 +75,19 @@ class Relations:
         found = {(i["user_id"], i["rel"]): int(i.get("ver", 0)) for i in items if i.get("active")}
         return [found.get((k["user_id"], k["rel"])) for k in wanted]
 
-    async def outgoing(self, user_id: str) -> dict[str, set[str]]:
-        """Every active relation from ``user_id``: {"follow": {...}, "block": ..., "mute": ...}."""
+    async def outgoing(self, user_id: str, *, followed_at: dict[str, int] | None = None
+                       ) -> dict[str, set[str]]:
+        """Every active relation from ``user_id``: {"follow": {...}, "block": ..., "mute": ...};
+        ``followed_at``, if given, gets each follow's version (when it was made, ms)."""
         found: dict[str, set[str]] = {kind: set() for kind in keys.REL_KINDS}
         async for item in self.db.query(
             RELATIONS, "user_id = :u", values=values(u=user_id, on=True),
-            filter="active = :on", page_size=1000, attributes=["rel"],
+            filter="active = :on", page_size=1000, attributes=["rel", "ver"],
         ):
             kind, other = keys.split_relation_sk(item["rel"])
             found.setdefault(kind, set()).add(other)
+            if followed_at is not None and kind == keys.REL_FOLLOW and "ver" in item:
+                followed_at[other] = int(item["ver"])
         return found
 
     async def incoming(self, other_id: str, kind: str) -> set[str]:
