@@ -28,7 +28,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
-FEED="$ROOT/$VENV/bin/feed"
+case "$VENV" in /*) ;; *) VENV="$ROOT/$VENV" ;; esac
+FEED="$VENV/bin/feed"
 DDB_ENDPOINT="${FEED_TEST_DYNAMODB_ENDPOINT:-http://127.0.0.1:${FEED_TEST_DYNAMODB_PORT:-8765}}"
 REDIS_URL="${FEED_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 REDIS_URL="${REDIS_URL%/}"
@@ -107,7 +108,7 @@ export FEED_WORKER_METRICS_PORT=0
 export FEED_LOG_LEVEL=WARNING
 # Dedicated test databases: the cache is not namespaced by table prefix, so an earlier
 # run's entries (trending lists) would show through.
-"$ROOT/$VENV/bin/python" - "$FEED_REDIS_URL" "$FEED_CACHE_REDIS_URL" <<'EOF'
+"$VENV/bin/python" - "$FEED_REDIS_URL" "$FEED_CACHE_REDIS_URL" <<'EOF'
 import sys
 import redis
 for url in sys.argv[1:]:

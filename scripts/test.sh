@@ -183,7 +183,8 @@ fi
 
 # The Python client: built, installed alone in a fresh venv, tested against a live API.
 step "the Python client (clients/python) against a live feed api"
-(cd clients/python && "../../$VENV/bin/mypy") || failed+=("mypy clients/python")
+venv_abs="$(cd "$VENV" && pwd)"
+(cd clients/python && "$venv_abs/bin/mypy") || failed+=("mypy clients/python")
 FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=10,11 \
     bash scripts/client-test.sh -p no:cacheprovider || failed+=("client tests")
 
