@@ -19,7 +19,7 @@
    concurrency, UnprocessedItems re-sent. ``--dynamodb-client aioboto3`` puts the
    service on aioboto3 (parts 2 and 3); the raw loop stays direct.
 3. Delivery: koo_created events published through the service's publisher,
-   applied and fanned out by an in-process worker (``workers.settings.run_workers``),
+   applied and fanned out by an in-process worker (``workers.runner.run_workers``),
    timed until the koo is in every active follower's cached timeline.
 
 The loops being compared write the same fan-outs side by side, alternating
@@ -710,7 +710,7 @@ async def load_authors(services: Services, sizes: Sequence[int], fraction: float
 
 
 async def delivery_part(opts: Options, settings: Settings) -> tuple[list[Delivery], list[str]]:
-    from workers.settings import run_workers  # imports every job module: only when needed
+    from workers.runner import run_workers  # imports every job module: only when needed
 
     sizes = [size for size, _ in opts.delivery]
     changes: dict[str, Any] = {"celebrity_followers": max(20_000, 2 * max(sizes))}
@@ -952,7 +952,7 @@ def report(
         out.append(markdown_table(
             ["author's followers", "active", "delivered", "p50", "p99 (nearest rank)",
              "first follower p50", "target p99", "result"], rows))
-        out += ["", "In-process worker (`workers.settings.run_workers`, realtime queue): the "
+        out += ["", "In-process worker (`workers.runner.run_workers`, realtime queue): the "
                 "fan-out shows the koo in cached timelines as it pages the followers "
                 "(FeedManager.announce), then writes the rows and pushes again "
                 "(FeedManager.push). With fewer than 100 "

@@ -243,7 +243,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "api":
         return _serve_api(settings, args.host, args.port, args.workers)
     if args.command == "worker":
-        from workers.settings import run_workers
+        from workers.runner import run_workers
 
         queues = ["realtime", "backfill"] if args.queue == "all" else [args.queue]
         if args.check:

@@ -17,7 +17,7 @@ from feed.jobs import BACKFILL, REALTIME
 from feed.ranking import Ranked
 from feed.reader import Reader
 from feed.services import Services
-from workers.settings import run_workers
+from workers.runner import run_workers
 
 __all__ = [
     "FeedModel",

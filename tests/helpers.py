@@ -14,7 +14,7 @@ from feed import keys
 from feed.errors import ValidationFailed
 from feed.events import event_digest, validate_event
 from feed.services import Services
-from workers.settings import run_workers
+from workers.runner import run_workers
 
 _clock = itertools.count(int(time.time() * 1000) - 3_600_000)
 

@@ -23,7 +23,7 @@ from feed.errors import CacheUnavailable
 from feed.services import Services
 from tests.conftest import CACHE_URL, QUEUE_URL, uid
 from tests.helpers import apply_all, follow, koo, signup
-from workers.settings import QueueOutage, backoff_delays, run_workers
+from workers.runner import QueueOutage, backoff_delays, run_workers
 
 CONFIGURATION_DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
@@ -356,7 +356,7 @@ def test_an_outage_warns_at_first_then_at_a_bounded_rate(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     outage = QueueOutage("redis://:sekret-pw@10.0.0.9:6379/0", warn_every=60.0)
-    with caplog.at_level(logging.INFO, logger="workers.settings"):
+    with caplog.at_level(logging.INFO, logger="workers.runner"):
         for _ in range(5):
             outage.failed(ConnectionError("refused"))
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -367,6 +367,6 @@ def test_an_outage_warns_at_first_then_at_a_bounded_rate(
     assert outage.failures == 5
     caplog.clear()
     outage.warned_at = time.monotonic() - 61
-    with caplog.at_level(logging.INFO, logger="workers.settings"):
+    with caplog.at_level(logging.INFO, logger="workers.runner"):
         outage.failed(ConnectionError("refused"))
     assert [r.levelno for r in caplog.records] == [logging.WARNING]

@@ -20,7 +20,7 @@ _CLI_START = "feed imports the CLI on every start, even for --help"
 LAZY: dict[tuple[str, str], str] = {
     ("feed.cli", "feed.demo"): "the whole service plus the demo's stand-ins, only for "
     "`feed demo`, whose missing extra is reported where it is imported",
-    ("feed.cli", "workers.settings"): f"every job module, arq's worker and the service's "
+    ("feed.cli", "workers.runner"): f"every job module, arq's worker and the service's "
     f"clients, only for `feed worker`: {_CLI_START}",
     ("feed.cli", "feed.api._server"): f"uvicorn, only for `feed api`: {_CLI_START}",
     ("feed.admin", "feed.store.regions"): "the DynamoDB client, only for `feed tables`; the "

@@ -37,7 +37,7 @@ from tests.fault._proxy import FaultProxy, Mode
 from tests.fault.conftest import DynamoDBLocal, dynamodb_local, fault_settings
 from tests.fault.test_dynamodb_outage import call_bound, wait_applied
 from tests.helpers import follow, koo, now_ms, react, signup, user_counters
-from workers.settings import run_workers
+from workers.runner import run_workers
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 

@@ -24,12 +24,12 @@ from feed.queue import deserialize_job, serialize_job
 from feed.services import Services
 from tests.conftest import uid
 from tests.helpers import event_job, follow
+from workers.runner import run_workers
 from workers.settings import (
     JOB_FUNCTIONS,
     SCHEDULED_MINUTES,
     WORKER_SETTINGS,
     create_queue_worker,
-    run_workers,
 )
 
 
