@@ -24,6 +24,7 @@ from feed.models import Koo, RelationSets, User
 from feed.ranking import Ranked
 from feed.recommend import KooPick, UserPick
 from feed.timeline import FeedManager
+from feed.trending import Trends
 from feed.views import PageState
 
 __all__ = ["FeedPage", "Reader"]
@@ -31,13 +32,7 @@ __all__ = ["FeedPage", "Reader"]
 log = logging.getLogger(__name__)
 
 RECOMMENDATION_TTL_SECONDS = 900
-TRENDING_FRESH_SECONDS = 60  # a trending list older than this is refreshed in the background
-TRENDING_TTL_SECONDS = 600  # ... and served meanwhile for up to this long
-TRENDING_LOCK_SECONDS = 30
 TRENDING_FIRST = 50  # trending koos read first for a page's recommendations
-TRENDING_SAMPLE = 500  # recent koos per language and day considered for trending
-SAMPLE_PER_AUTHOR = 50  # ... of which at most this many by any one author
-TRENDING_PAGES = 4  # pages of TRENDING_SAMPLE read at most to fill the sample
 FOLLOW_SAMPLE = 100  # followees whose followees are considered for who-to-follow
 
 
@@ -65,7 +60,7 @@ class Reader:
         self.stores = manager.stores
         self.cache = manager.cache
         self.cursors = CursorCodec(self.settings.cursor_secret, self.settings.cursor_ttl_seconds)
-        self._trending: dict[str, asyncio.Task[list[tuple[str, float]]]] = {}
+        self.trends = Trends(manager)
 
     # --- users ------------------------------------------------------------------------
 
@@ -231,7 +226,7 @@ class Reader:
             ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
         else:
             ranked = [KooPick(koo_id, score, "") for koo_id, score in
-                      await self.trending_ids(user.lang, now_ms=now_ms, limit=TRENDING_FIRST)]
+                      await self.trends.ids(user.lang, now_ms=now_ms, limit=TRENDING_FIRST)]
             whole = len(ranked) < TRENDING_FIRST
         excluded = relations.hidden
         out: list[tuple[Koo, KooPick]] = []
@@ -240,7 +235,7 @@ class Reader:
             if start >= len(ranked):
                 if whole:
                     break
-                rest = await self.trending_ids(user.lang, now_ms=now_ms)
+                rest = await self.trends.ids(user.lang, now_ms=now_ms)
                 ranked += [KooPick(k, score, "") for k, score in rest[len(ranked):]]
                 whole = True
                 continue
@@ -257,87 +252,6 @@ class Reader:
                 reason = reasons[pick.koo_id] or pick.reason
                 out.append((bodies[pick.koo_id], KooPick(pick.koo_id, pick.score, reason)))
         return out
-
-    async def trending_ids(
-        self, lang: str, *, now_ms: int, limit: int = TRENDING_SAMPLE,
-    ) -> list[tuple[str, float]]:
-        """(koo_id, score) of the best ``limit`` trending koos in one language.
-
-        A cached list older than TRENDING_FRESH_SECONDS is still served while one
-        process refreshes it in the background; with none cached, concurrent reads of
-        this process share one computation.
-        """
-        cached = None
-        with without_cache("trending"):
-            cached = await self.cache.trending(lang, limit)
-        if cached is not None:
-            entries, computed = cached
-            if now_ms - computed > TRENDING_FRESH_SECONDS * 1000:
-                self._trending_task(lang, now_ms, refresh=True)
-            return entries
-        # Shielded: a read that gives up (its time ran out) must not cancel the
-        # computation every other read of this language is waiting for.
-        shared = self._trending_task(lang, now_ms, refresh=False)
-        return (await asyncio.shield(shared))[:limit]
-
-    def _trending_task(self, lang: str, now_ms: int, *, refresh: bool
-                       ) -> asyncio.Task[list[tuple[str, float]]]:
-        task = self._trending.get(lang)
-        if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(
-                self._compute_trending(lang, now_ms, refresh=refresh))
-            task.add_done_callback(_quietly)
-            self._trending[lang] = task
-        return task
-
-    async def _compute_trending(self, lang: str, now_ms: int, *, refresh: bool
-                                ) -> list[tuple[str, float]]:
-        if refresh:
-            taken = False
-            with without_cache("try_lock"):
-                taken = await self.cache.try_lock(keys.trending_lock(lang),
-                                                  TRENDING_LOCK_SECONDS)
-            if not taken:
-                return []  # another process is refreshing it
-        days = await asyncio.gather(*(
-            self._trending_sample(lang, day) for day in (now_ms, now_ms - 86_400_000)
-        ))
-        bodies = [koo for day in days for koo in day]
-        scored = recommend.trending(bodies, now_ms=now_ms)[:TRENDING_SAMPLE]
-        with without_cache("store_trending"):
-            await self.cache.store_trending(lang, scored, ttl=TRENDING_TTL_SECONDS,
-                                            computed_ms=now_ms)
-        return scored
-
-    async def _trending_sample(self, lang: str, day_ms: int) -> list[Koo]:
-        """The day's newest live koos in a language, at most SAMPLE_PER_AUTHOR of any one
-        author: a burst of koos by one author would otherwise be the whole sample, so
-        the reading goes on (a bounded number of pages) past what one author filled."""
-        kept: list[Koo] = []
-        per_author: dict[str, int] = {}
-        before: str | None = None
-        for _ in range(TRENDING_PAGES):
-            page = await self.stores.koos.recent_in_lang(lang, day_ms, limit=TRENDING_SAMPLE,
-                                                         before=before)
-            bodies = await self.manager.koos([koo_id for koo_id, _ in page])
-            for koo_id, _ in page:
-                koo = bodies.get(koo_id)
-                if koo is None or koo.deleted:
-                    continue
-                count = per_author.get(koo.author_id, 0)
-                if count < SAMPLE_PER_AUTHOR:
-                    per_author[koo.author_id] = count + 1
-                    kept.append(koo)
-            if len(page) < TRENDING_SAMPLE or len(kept) >= TRENDING_SAMPLE:
-                break
-            before = page[-1][1]
-        return kept
-
-    async def trending(self, lang: str, *, now_ms: int) -> list[tuple[Koo, float]]:
-        """Trending koos in one language with their bodies, best first."""
-        cached = await self.trending_ids(lang, now_ms=now_ms)
-        bodies = await self.manager.koos([k for k, _ in cached])
-        return [(bodies[k], s) for k, s in cached if k in bodies and not bodies[k].deleted]
 
     async def compute_follows(self, user: User, relations: RelationSets) -> list[UserPick]:
         """Friends of friends weighted by mutual count, plus popular creators in the language."""
@@ -371,7 +285,7 @@ class Reader:
         user = await self.user(reader)
         relations = await self.manager.relations_of(reader)
         follows = await self.compute_follows(user, relations)
-        trending = await self.trending(user.lang, now_ms=now_ms)
+        trending = await self.trends.with_bodies(user.lang, now_ms=now_ms)
         koos = recommend.recommend_koos(
             reader, trending_koos=trending, following=relations.following,
             excluded=relations.hidden, limit=100,
@@ -390,12 +304,6 @@ class Reader:
             for kind in ("follows", "koos"):
                 await self.cache.drop_recommendations(reader, kind)
         return len(follows) + len(koos)
-
-
-def _quietly(task: asyncio.Task[Any]) -> None:
-    """Retrieve a background task's exception (logged, not raised anywhere)."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("background refresh failed", extra={"error": str(task.exception())})
 
 
 def _as_recommended(koo: Koo, *, now_ms: int, weights: Any) -> Ranked:

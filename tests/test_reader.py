@@ -16,10 +16,11 @@ import pytest
 
 from config.tables import KOOS
 from feed.events import KooCreated
-from feed.reader import TRENDING_FRESH_SECONDS, Reader
+from feed.reader import Reader
 from feed.recommend import TRENDING_PER_AUTHOR
 from feed.services import Services
 from feed.store.koos import Koos
+from feed.trending import TRENDING_FRESH_SECONDS, Trends
 from tests.conftest import uid
 from tests.helpers import apply_all, koo, signup
 
@@ -47,7 +48,7 @@ async def test_concurrent_reads_share_one_computation(
     queries = _count_day_queries(monkeypatch)
     reader = Reader(services.manager)
     now = int(time.time() * 1000)
-    results = await asyncio.gather(*(reader.trending_ids("pt", now_ms=now) for _ in range(20)))
+    results = await asyncio.gather(*(reader.trends.ids("pt", now_ms=now) for _ in range(20)))
     assert len(queries) == 2, "one computation: today's and yesterday's koos"
     assert all(r == results[0] for r in results), "every read got the one computed list"
     assert set(ids) <= {k for k, _ in results[0]}  # other tests' koos may trend too
@@ -65,9 +66,9 @@ async def test_a_stale_list_is_served_and_refreshed_once(
     queries = _count_day_queries(monkeypatch)
     reader = Reader(services.manager)
 
-    served = await asyncio.gather(*(reader.trending_ids("en", now_ms=now) for _ in range(10)))
+    served = await asyncio.gather(*(reader.trends.ids("en", now_ms=now) for _ in range(10)))
     assert all(s == [(old, 1.0)] for s in served), "the stale list is served at once"
-    await reader._trending["en"]
+    await reader.trends._tasks["en"]
     assert len(queries) == 2, "one refresh for ten stale reads"
     cached = await services.cache.trending("en", 10)
     assert cached is not None
@@ -82,7 +83,7 @@ async def test_a_page_reads_only_the_top_of_the_list(services: Services) -> None
     scored = [(uid("k"), float(1000 - i)) for i in range(400)]
     await services.cache.store_trending("hi", scored, ttl=600, computed_ms=now)
     reader = Reader(services.manager)
-    top = await reader.trending_ids("hi", now_ms=now, limit=50)
+    top = await reader.trends.ids("hi", now_ms=now, limit=50)
     assert top == scored[:50]
 
 
@@ -101,10 +102,10 @@ async def test_a_read_that_gives_up_does_not_cancel_the_shared_computation(
         await asyncio.sleep(0.2)
         return [("k1", 2.0), ("k2", 1.0)]
 
-    monkeypatch.setattr(Reader, "_compute_trending", slow)
+    monkeypatch.setattr(Trends, "_compute", slow)
     now = int(time.time() * 1000)
-    impatient = asyncio.ensure_future(reader.trending_ids("xx", now_ms=now))
-    patient = asyncio.ensure_future(reader.trending_ids("xx", now_ms=now))
+    impatient = asyncio.ensure_future(reader.trends.ids("xx", now_ms=now))
+    patient = asyncio.ensure_future(reader.trends.ids("xx", now_ms=now))
     await asyncio.sleep(0.05)
     impatient.cancel()
     assert await patient == [("k1", 2.0), ("k2", 1.0)]
@@ -130,7 +131,7 @@ async def test_a_burst_by_one_author_does_not_crowd_out_the_others(
     older = [item(uid("k"), author, now - 60_000) for author in others]
     burst = [item(uid("k"), flooder, now - 1_000 + i) for i in range(1_100)]
     await services.stores.db.batch_write(KOOS, puts=older + burst)
-    ranked = await Reader(services.manager).trending_ids(lang, now_ms=now)
+    ranked = await Reader(services.manager).trends.ids(lang, now_ms=now)
     found = {k for k, _ in ranked}
     assert {i["koo_id"] for i in older} <= found
     assert len(found & {i["koo_id"] for i in burst}) == TRENDING_PER_AUTHOR
