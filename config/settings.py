@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from config import parsers as parse
+
 __all__ = ["RankWeights", "Settings", "SettingsError"]
 
 PREFIX = "FEED_"
@@ -81,6 +83,13 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     log_json: bool = True
+    notify_group_hours: int = 24
+    notify_ttl_days: int = 30
+    stream_max_per_process: int = 5_000
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    queue_min_replicas: int = 0
+    queue_replica_timeout: float = 1.0
     regions: Mapping[str, tuple[str | None, str]] = field(default_factory=dict)
     weights: RankWeights = field(default_factory=RankWeights)
 
@@ -108,108 +117,139 @@ class Settings:
         """Build settings from the environment (``os.environ`` by default)."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
-        tokens: tuple[str, ...] = reader.get("API_TOKENS", _tokens, ())
+        tokens: tuple[str, ...] = reader.get("API_TOKENS", parse.tokens, ())
         base = RankWeights()
         weights = RankWeights(
-            recency=reader.get("RANK_W_RECENCY", _non_negative_float, base.recency),
+            recency=reader.get("RANK_W_RECENCY", parse.non_negative_float, base.recency),
             engagement=reader.get(
-                "RANK_W_ENGAGEMENT", _non_negative_float, base.engagement
+                "RANK_W_ENGAGEMENT", parse.non_negative_float, base.engagement
             ),
-            affinity=reader.get("RANK_W_AFFINITY", _non_negative_float, base.affinity),
+            affinity=reader.get("RANK_W_AFFINITY", parse.non_negative_float, base.affinity),
             diversity=reader.get(
-                "RANK_W_DIVERSITY", _non_negative_float, base.diversity
+                "RANK_W_DIVERSITY", parse.non_negative_float, base.diversity
             ),
             half_life_hours=reader.get(
-                "RANK_HALF_LIFE_HOURS", _positive_float, base.half_life_hours
+                "RANK_HALF_LIFE_HOURS", parse.positive_float, base.half_life_hours
             ),
         )
         defaults = cls()
         values: dict[str, Any] = {
-            "redis_url": reader.get("REDIS_URL", _redis_url, defaults.redis_url),
-            "cache_redis_url": reader.get("CACHE_REDIS_URL", _redis_url, ""),
-            "dynamodb_endpoint": reader.get("DYNAMODB_ENDPOINT", _http_url, None),
-            "aws_region": reader.get("AWS_REGION", _region, defaults.aws_region),
-            "table_prefix": reader.get("TABLE_PREFIX", _table_prefix, defaults.table_prefix),
+            "redis_url": reader.get("REDIS_URL", parse.redis_url, defaults.redis_url),
+            "cache_redis_url": reader.get("CACHE_REDIS_URL", parse.redis_url, ""),
+            "dynamodb_endpoint": reader.get("DYNAMODB_ENDPOINT", parse.http_url, None),
+            "aws_region": reader.get("AWS_REGION", parse.region, defaults.aws_region),
+            "table_prefix": reader.get("TABLE_PREFIX", parse.table_prefix, defaults.table_prefix),
             "api_tokens": tokens,
             "celebrity_followers": reader.get(
-                "CELEBRITY_FOLLOWERS", _positive_int, defaults.celebrity_followers
+                "CELEBRITY_FOLLOWERS", parse.positive_int, defaults.celebrity_followers
             ),
             "timeline_cache_items": reader.get(
-                "TIMELINE_CACHE_ITEMS", _positive_int, defaults.timeline_cache_items
+                "TIMELINE_CACHE_ITEMS", parse.positive_int, defaults.timeline_cache_items
             ),
             "backfill_on_follow": reader.get(
-                "BACKFILL_ON_FOLLOW", _non_negative_int, defaults.backfill_on_follow
+                "BACKFILL_ON_FOLLOW", parse.non_negative_int, defaults.backfill_on_follow
             ),
             "rate_limit_per_token": reader.get(
-                "RATE_LIMIT_PER_TOKEN", _non_negative_float, defaults.rate_limit_per_token
+                "RATE_LIMIT_PER_TOKEN", parse.non_negative_float, defaults.rate_limit_per_token
             ),
             "auth_failures_per_minute": reader.get(
-                "AUTH_FAILURES_PER_MINUTE", _non_negative_int, defaults.auth_failures_per_minute
+                "AUTH_FAILURES_PER_MINUTE", parse.non_negative_int,
+                defaults.auth_failures_per_minute,
             ),
-            "active_days": reader.get("ACTIVE_DAYS", _positive_int, defaults.active_days),
+            "active_days": reader.get("ACTIVE_DAYS", parse.positive_int, defaults.active_days),
             "timeline_max_items": reader.get(
-                "TIMELINE_MAX_ITEMS", _positive_int, defaults.timeline_max_items
+                "TIMELINE_MAX_ITEMS", parse.positive_int, defaults.timeline_max_items
             ),
             "timeline_ttl_days": reader.get(
-                "TIMELINE_TTL_DAYS", _positive_int, defaults.timeline_ttl_days
+                "TIMELINE_TTL_DAYS", parse.positive_int, defaults.timeline_ttl_days
             ),
             "fanout_chunk_size": reader.get(
-                "FANOUT_CHUNK_SIZE", _positive_int, defaults.fanout_chunk_size
+                "FANOUT_CHUNK_SIZE", parse.positive_int, defaults.fanout_chunk_size
             ),
             "fanout_deadline_seconds": reader.get(
-                "FANOUT_DEADLINE_SECONDS", _positive_int, defaults.fanout_deadline_seconds
+                "FANOUT_DEADLINE_SECONDS", parse.positive_int, defaults.fanout_deadline_seconds
             ),
             "recommended_every": reader.get(
-                "RECOMMENDED_EVERY", _non_negative_int, defaults.recommended_every
+                "RECOMMENDED_EVERY", parse.non_negative_int, defaults.recommended_every
             ),
-            "cursor_secret": reader.get("CURSOR_SECRET", _secret, ""),
+            "cursor_secret": reader.get("CURSOR_SECRET", parse.secret, ""),
             "cursor_ttl_seconds": reader.get(
-                "CURSOR_TTL_SECONDS", _positive_int, defaults.cursor_ttl_seconds
+                "CURSOR_TTL_SECONDS", parse.positive_int, defaults.cursor_ttl_seconds
             ),
             "ledger_ttl_days": reader.get(
-                "LEDGER_TTL_DAYS", _positive_int, defaults.ledger_ttl_days
+                "LEDGER_TTL_DAYS", parse.positive_int, defaults.ledger_ttl_days
             ),
             "dynamodb_connect_timeout": reader.get(
-                "DYNAMODB_CONNECT_TIMEOUT", _positive_float, defaults.dynamodb_connect_timeout
+                "DYNAMODB_CONNECT_TIMEOUT", parse.positive_float, defaults.dynamodb_connect_timeout
             ),
             "dynamodb_read_timeout": reader.get(
-                "DYNAMODB_READ_TIMEOUT", _positive_float, defaults.dynamodb_read_timeout
+                "DYNAMODB_READ_TIMEOUT", parse.positive_float, defaults.dynamodb_read_timeout
             ),
             "dynamodb_max_attempts": reader.get(
-                "DYNAMODB_MAX_ATTEMPTS", _positive_int, defaults.dynamodb_max_attempts
+                "DYNAMODB_MAX_ATTEMPTS", parse.positive_int, defaults.dynamodb_max_attempts
             ),
             "dynamodb_retry_mode": reader.get(
-                "DYNAMODB_RETRY_MODE", _retry_mode, defaults.dynamodb_retry_mode
+                "DYNAMODB_RETRY_MODE", parse.retry_mode, defaults.dynamodb_retry_mode
             ),
             "dynamodb_client": reader.get(
-                "DYNAMODB_CLIENT", _dynamodb_client, defaults.dynamodb_client
+                "DYNAMODB_CLIENT", parse.dynamodb_client, defaults.dynamodb_client
             ),
-            "dynamodb_pitr": reader.get("DYNAMODB_PITR", _bool, defaults.dynamodb_pitr),
+            "dynamodb_pitr": reader.get("DYNAMODB_PITR", parse.flag, defaults.dynamodb_pitr),
             "dynamodb_concurrency": reader.get(
-                "DYNAMODB_CONCURRENCY", _positive_int, defaults.dynamodb_concurrency
+                "DYNAMODB_CONCURRENCY", parse.positive_int, defaults.dynamodb_concurrency
             ),
-            "redis_timeout": reader.get("REDIS_TIMEOUT", _positive_float, defaults.redis_timeout),
-            "api_timeout": reader.get("API_TIMEOUT", _positive_float, defaults.api_timeout),
-            "api_max_in_flight": reader.get("API_MAX_IN_FLIGHT", _positive_int,
+            "redis_timeout": reader.get(
+                "REDIS_TIMEOUT", parse.positive_float, defaults.redis_timeout
+            ),
+            "api_timeout": reader.get("API_TIMEOUT", parse.positive_float, defaults.api_timeout),
+            "api_max_in_flight": reader.get("API_MAX_IN_FLIGHT", parse.positive_int,
                                             defaults.api_max_in_flight),
             "api_request_timeout": reader.get(
-                "API_REQUEST_TIMEOUT", _positive_float, defaults.api_request_timeout
+                "API_REQUEST_TIMEOUT", parse.positive_float, defaults.api_request_timeout
             ),
-            "job_max_tries": reader.get("JOB_MAX_TRIES", _positive_int, defaults.job_max_tries),
+            "job_max_tries": reader.get(
+                "JOB_MAX_TRIES", parse.positive_int, defaults.job_max_tries
+            ),
             "worker_max_jobs": reader.get(
-                "WORKER_MAX_JOBS", _positive_int, defaults.worker_max_jobs
+                "WORKER_MAX_JOBS", parse.positive_int, defaults.worker_max_jobs
             ),
             "worker_metrics_port": reader.get(
-                "WORKER_METRICS_PORT", _port, defaults.worker_metrics_port
+                "WORKER_METRICS_PORT", parse.port, defaults.worker_metrics_port
             ),
             "worker_metrics_host": reader.get(
-                "WORKER_METRICS_HOST", _host, defaults.worker_metrics_host
+                "WORKER_METRICS_HOST", parse.host, defaults.worker_metrics_host
             ),
-            "log_level": reader.get("LOG_LEVEL", _log_level, defaults.log_level),
-            "log_json": reader.get("LOG_JSON", _bool, defaults.log_json),
-            "regions": reader.get("REGIONS", _regions, _no_regions()),
+            "log_level": reader.get("LOG_LEVEL", parse.log_level, defaults.log_level),
+            "log_json": reader.get("LOG_JSON", parse.flag, defaults.log_json),
+            "notify_group_hours": reader.get(
+                "NOTIFY_GROUP_HOURS", parse.positive_int, defaults.notify_group_hours
+            ),
+            "notify_ttl_days": reader.get(
+                "NOTIFY_TTL_DAYS", parse.positive_int, defaults.notify_ttl_days
+            ),
+            "stream_max_per_process": reader.get(
+                "STREAM_MAX_PER_PROCESS", parse.positive_int, defaults.stream_max_per_process
+            ),
+            "redis_sentinels": reader.get(
+                "REDIS_SENTINELS", parse.sentinels, defaults.redis_sentinels
+            ),
+            "redis_sentinel_master": reader.get(
+                "REDIS_SENTINEL_MASTER", parse.host, defaults.redis_sentinel_master
+            ),
+            "queue_min_replicas": reader.get(
+                "QUEUE_MIN_REPLICAS", parse.non_negative_int, defaults.queue_min_replicas
+            ),
+            "queue_replica_timeout": reader.get(
+                "QUEUE_REPLICA_TIMEOUT", parse.positive_float, defaults.queue_replica_timeout
+            ),
+            "regions": reader.get("REGIONS", parse.regions, parse.no_regions()),
             "weights": weights,
         }
+        if bool(values["redis_sentinels"]) != bool(values["redis_sentinel_master"]):
+            raise SettingsError(
+                f"{PREFIX}REDIS_SENTINELS and {PREFIX}REDIS_SENTINEL_MASTER go together: "
+                "set both or neither"
+            )
         return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
@@ -248,144 +288,3 @@ class _Reader:
             # A secret's value never goes into an error message (they end up in logs).
             got = "" if name in SECRET_NAMES else f" (got {raw!r})"
             raise SettingsError(f"{PREFIX}{name}: {exc}{got}") from None
-
-
-def _positive_int(raw: str) -> int:
-    value = int(raw.replace("_", ""))
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw.replace("_", ""))
-    if value < 0:
-        raise ValueError("must be zero or a positive integer")
-    return value
-
-
-def _positive_float(raw: str) -> float:
-    value = float(raw)
-    if not value > 0 or value == float("inf"):
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError("must be zero or a positive number")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number from 0 (off) to 65535")
-    return value
-
-
-def _host(raw: str) -> str:
-    if any(c.isspace() for c in raw):
-        raise ValueError("must be a host name or address")
-    return raw
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("must start with redis://, rediss:// or unix://")
-    return raw
-
-
-def _http_url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return raw.rstrip("/")
-
-
-def _region(raw: str) -> str:
-    parts = raw.split("-")
-    if len(parts) < 3 or not all((p.isalnum() and p.islower()) or p.isdigit() for p in parts):
-        raise ValueError("must look like an AWS region, e.g. ap-south-1")
-    return raw
-
-
-def _table_prefix(raw: str) -> str:
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-    if len(raw) > 64 or not set(raw) <= allowed:
-        raise ValueError("may hold only letters, digits, '_', '.', '-' (64 at most)")
-    return raw
-
-
-def _tokens(raw: str) -> tuple[str, ...]:
-    tokens = tuple(t.strip() for t in raw.split(",") if t.strip())
-    for token in tokens:
-        if len(token) < 8:
-            raise ValueError("every token must be at least 8 characters")
-        if any(c.isspace() for c in token):
-            raise ValueError("tokens may not contain white space")
-    return tokens
-
-
-def _secret(raw: str) -> str:
-    if len(raw) < 16:
-        raise ValueError("must be at least 16 characters")
-    return raw
-
-
-def _retry_mode(raw: str) -> str:
-    if raw not in {"standard", "adaptive"}:
-        raise ValueError("must be 'standard' or 'adaptive'")
-    return raw
-
-
-def _dynamodb_client(raw: str) -> str:
-    if raw not in {"direct", "aioboto3"}:
-        raise ValueError("must be 'direct' or 'aioboto3'")
-    return raw
-
-
-def _log_level(raw: str) -> str:
-    level = raw.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
-    return level
-
-
-def _no_regions() -> dict[str, tuple[str | None, str]]:
-    return {}
-
-
-def _regions(raw: str) -> dict[str, tuple[str | None, str]]:
-    """``region=endpoint|table_prefix`` pairs, comma-separated.
-
-    ``ap-south-1=http://127.0.0.1:8000,eu-west-1=`` maps each home region to the
-    DynamoDB endpoint (empty: the AWS default for that region) holding its users.
-    An optional ``|prefix`` after the endpoint overrides the table prefix.
-    """
-    regions: dict[str, tuple[str | None, str]] = {}
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, target = part.partition("=")
-        if not sep:
-            raise ValueError(f"entry {part!r} must be region=endpoint")
-        _region(name.strip())
-        endpoint, _, prefix = target.partition("|")
-        endpoint = endpoint.strip()
-        prefix = prefix.strip()
-        regions[name.strip()] = (
-            _http_url(endpoint) if endpoint else None,
-            _table_prefix(prefix) if prefix else "",
-        )
-    return regions

@@ -250,3 +250,39 @@ def test_pitr_setting_wins_over_the_endpoint(value: str, wanted: bool) -> None:
     s = Settings.from_env({"FEED_DYNAMODB_PITR": value})
     assert s.pitr_enabled(None) is wanted
     assert s.pitr_enabled("http://127.0.0.1:8000") is wanted
+
+
+def test_the_realtime_and_queue_settings_have_their_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.notify_group_hours == 24
+    assert settings.notify_ttl_days == 30
+    assert settings.stream_max_per_process == 5_000
+    assert settings.redis_sentinels == ()
+    assert settings.redis_sentinel_master == ""
+    assert settings.queue_min_replicas == 0
+
+
+def test_sentinels_parse_host_port_pairs() -> None:
+    settings = Settings.from_env({
+        "FEED_REDIS_SENTINELS": "127.0.0.1:26379, sentinel-b:26380,[::1]:26381",
+        "FEED_REDIS_SENTINEL_MASTER": "queue",
+    })
+    assert settings.redis_sentinels == (
+        ("127.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381),
+    )
+    assert settings.redis_sentinel_master == "queue"
+
+
+@pytest.mark.parametrize("raw", ["127.0.0.1", "host:0", "host:99999", ":26379", "a:b"])
+def test_a_malformed_sentinel_list_names_the_variable(raw: str) -> None:
+    with pytest.raises(SettingsError, match="FEED_REDIS_SENTINELS"):
+        Settings.from_env({"FEED_REDIS_SENTINELS": raw, "FEED_REDIS_SENTINEL_MASTER": "q"})
+
+
+@pytest.mark.parametrize("env", [
+    {"FEED_REDIS_SENTINELS": "127.0.0.1:26379"},
+    {"FEED_REDIS_SENTINEL_MASTER": "queue"},
+])
+def test_sentinels_and_their_master_go_together(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="go together"):
+        Settings.from_env(env)
