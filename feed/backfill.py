@@ -53,16 +53,39 @@ def add_backfill_parser(sub: Any) -> None:
         who.add_argument("--user", action="append", metavar="USER_ID", type=_user_id,
                          help="a user to rebuild (repeatable)")
         who.add_argument("--all", action="store_true", help="every user")
-        p.add_argument("--chunk", type=int, default=100, help="users per job (100)")
+        p.add_argument("--chunk", type=_chunk, default=100,
+                       help="users per job (100)")
         p.add_argument("--dry-run", action="store_true",
                        help="report what would be rebuilt; change nothing")
         p.add_argument("--restart", action="store_true",
                        help="start over instead of resuming an earlier run")
         p.add_argument("--no-wait", action="store_true",
                        help="enqueue and exit without waiting for completion")
-        p.add_argument("--timeout", type=float, default=0,
+        p.add_argument("--timeout", type=_timeout, default=0,
                        help="stop waiting after this many seconds, with exit code 4 "
                        "(0: no limit)")
+
+
+def _chunk(text: str) -> int:
+    """``--chunk``: a usage error, before anything is opened, unless a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
+
+
+def _timeout(text: str) -> float:
+    """``--timeout``: seconds, zero (no limit) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero (no limit) or more, not {text}")
+    return value
 
 
 def _user_id(text: str) -> str:

@@ -48,6 +48,19 @@ def test_help_explains_every_command() -> None:
         assert "usage: feed" in done.stdout
 
 
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--chunk", "0"), ("--chunk", "-5"), ("--chunk", "ten"),
+    ("--timeout", "-1"), ("--timeout", "nan"), ("--timeout", "inf"),
+])
+def test_backfill_refuses_a_chunk_or_timeout_out_of_range(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["backfill", "timelines", "--all", flag, value])
+    assert stopped.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
 def test_an_invalid_setting_stops_with_the_variable_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
