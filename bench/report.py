@@ -58,7 +58,7 @@ from bench._common import (
 from feed._embedded import free_port
 
 BENCHES = ("sf", "memory", "fanout", "reads", "spike", "koo_ops", "client_cpu", "events",
-           "scaling")
+           "scaling", "capacity", "queue", "stream", "notifications", "failover", "privacy")
 REDIS_URL = "redis://127.0.0.1:6379/8"
 DYNAMODB_PORT = 8775
 BENCH_TIMEOUT = 45 * 60  # seconds one bench may take before it is stopped

@@ -191,13 +191,17 @@ def service_failure(exc: BaseException, settings: Settings) -> str | None:
     its traceback."""
     from redis.exceptions import RedisError
 
+    from feed.errors import QueueNotReplicated
+
     if isinstance(exc, CacheUnavailable):
         return _unavailable("the cache's Redis", settings.cache_redis_url,
                             "FEED_CACHE_REDIS_URL", exc)
     # Outside the API and the workers' jobs, the queue's is the only Redis a command uses.
     cause = next((e for e in _causes(exc) if isinstance(e, RedisError)), None)
-    if cause is not None:
-        return _unavailable("the queue's Redis", settings.redis_url, "FEED_REDIS_URL", cause)
+    if cause is not None or isinstance(exc, QueueNotReplicated):
+        from feed.queue import queue_failure
+
+        return queue_failure(settings, cause or exc)
     if isinstance(exc, StorageUnavailable):
         where, check = (f"at {redacted_url(settings.dynamodb_endpoint)}",
                         "FEED_DYNAMODB_ENDPOINT") if settings.dynamodb_endpoint else (

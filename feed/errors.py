@@ -10,6 +10,7 @@ __all__ = [
     "FeedError",
     "NotFound",
     "NotReady",
+    "QueueNotReplicated",
     "RetriesExhausted",
     "StorageError",
     "StorageUnavailable",
@@ -52,6 +53,16 @@ class StorageUnavailable(StorageError):
 
 class CacheUnavailable(StorageUnavailable):
     """The hot cache's Redis did not answer (or was skipped after failing a moment ago)."""
+
+
+class QueueNotReplicated(StorageUnavailable):
+    """A batch reached the queue's primary but not FEED_QUEUE_MIN_REPLICAS replicas in
+    time: not acknowledged (it may still run; producers retry, events are idempotent)."""
+
+    def __init__(self, message: str, acknowledged: int, required: int) -> None:
+        self.acknowledged = acknowledged
+        self.required = required
+        super().__init__(message, "QueueNotReplicated")
 
 
 class RetriesExhausted(StorageUnavailable):

@@ -15,6 +15,12 @@ import time
 QUEUE_REALTIME = "feed:queue:realtime"
 QUEUE_BACKFILL = "feed:queue:backfill"
 QUEUES = {"realtime": QUEUE_REALTIME, "backfill": QUEUE_BACKFILL}
+# Written just before WAIT after a batch is enqueued: the replication stream is ordered, so
+# replicas that acknowledged it hold every earlier write of the batch.
+QUEUE_REPLICATION_PROBE = "feed:queue:replicated"
+# The run id of the queue's server the workers last saw: a different one means a failover
+# (or a restart), and the in-progress marks of jobs cut off by it are released.
+QUEUE_PRIMARY = "feed:queue:primary"
 
 # --- timeline sort keys ---------------------------------------------------------------
 

@@ -95,6 +95,11 @@ EVENTS_APPLIED = Counter(
 # depth, where a sum would count the queue once per process.
 QUEUE_DEPTH = Gauge("feed_queue_depth", "Jobs waiting in each arq queue.", ["queue"],
                     multiprocess_mode="mostrecent")
+QUEUE_UNREPLICATED = Counter(
+    "feed_queue_unreplicated_total",
+    "Event batches refused (503) because fewer replicas than FEED_QUEUE_MIN_REPLICAS "
+    "acknowledged them in time, or the queue's primary changed meanwhile.",
+)
 LOOP_LAG = Histogram(
     "feed_event_loop_lag_duration_seconds",
     "How late the process's event loop wakes a sampler that sleeps 50 ms (the API's).",

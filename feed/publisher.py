@@ -23,6 +23,12 @@ error per bad index). Each event becomes one arq job whose id is derived
 from its ``event_id`` and its content's digest, serialized as JSON: publishing
 the same event again is harmless, and a different event under a used id still
 reaches a worker, which dead-letters it.
+
+With ``FEED_QUEUE_MIN_REPLICAS`` above 0, ``publish`` returns only once the whole
+batch has reached that many replicas of the queue's Redis (waiting at most
+``FEED_QUEUE_REPLICA_TIMEOUT``), and raises :class:`feed.errors.QueueNotReplicated`
+otherwise: the batch may still run, but it could be lost with the primary, so publish
+it again.
 """
 
 from __future__ import annotations
@@ -44,13 +50,30 @@ _CONCURRENCY = 64
 
 
 class EventPublisher:
-    def __init__(self, jobs: JobQueue) -> None:
+    def __init__(self, jobs: JobQueue, *, min_replicas: int = 0,
+                 replica_timeout: float = 1.0) -> None:
         self.jobs = jobs
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
+
+    @classmethod
+    def over(cls, jobs: ArqJobQueue, settings: Settings) -> EventPublisher:
+        """A publisher onto ``jobs`` that waits for the replicas ``settings`` ask for."""
+        return cls(jobs, min_replicas=settings.queue_min_replicas,
+                   replica_timeout=settings.queue_replica_timeout)
 
     async def publish(self, events: Sequence[object]) -> int:
-        """Validate 1-500 events, then enqueue them all. Returns how many were accepted."""
+        """Validate 1-500 events, then enqueue them all (and, if asked, wait until they
+        are on enough replicas). Returns how many were accepted."""
         valid = validate_batch(events)
+        if self.min_replicas <= 0:
+            await self._enqueue(valid)
+            return len(valid)
+        if not isinstance(self.jobs, ArqJobQueue):
+            raise TypeError("FEED_QUEUE_MIN_REPLICAS needs the queue's Redis")
+        primary = await self.jobs.primary_id()
         await self._enqueue(valid)
+        await self.jobs.confirm_replicated(self.min_replicas, self.replica_timeout, primary)
         return len(valid)
 
     async def _enqueue(self, events: list[dict[str, Any]]) -> None:
@@ -69,6 +92,6 @@ async def connect_publisher(settings: Settings) -> AsyncIterator[EventPublisher]
     """A publisher with its own connection to the queue's Redis (closed on exit)."""
     redis = open_queue_redis(settings)
     try:
-        yield EventPublisher(ArqJobQueue(redis))
+        yield EventPublisher.over(ArqJobQueue(redis), settings)
     finally:
         await redis.aclose()

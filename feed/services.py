@@ -113,6 +113,6 @@ async def open_services(
             jobs=jobs,
             manager=manager,
             applier=EventApplier(manager, jobs),
-            publisher=EventPublisher(jobs),
+            publisher=EventPublisher.over(jobs, settings),
             queue_factory=queue_factory,
         )

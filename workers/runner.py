@@ -24,7 +24,7 @@ from config.settings import Settings
 from feed import metrics
 from feed.jobs import BACKFILL, REALTIME
 from feed.logs import redacted_url
-from feed.queue import ArqJobQueue, open_queue_redis
+from feed.queue import ArqJobQueue, open_queue_redis, queue_address, release_cut_off_jobs
 from feed.services import Services
 from workers.settings import (
     QUEUE_RECONNECT_MAX_SECONDS,
@@ -55,7 +55,9 @@ async def run_workers(
     On a signal, workers stop taking jobs, give running jobs up to 20 s to
     finish, then cancel the rest, which arq puts back on the queue. While the queue's
     Redis does not answer they wait for it, backing off, and warn naming FEED_REDIS_URL;
-    a burst run raises the error instead.
+    a burst run raises the error instead. After a failover, jobs cut off by it run again
+    as soon as workers start over the new primary (see
+    :func:`feed.queue.release_cut_off_jobs`).
     """
     stop = stop or asyncio.Event()
     received: list[signal.Signals] = []
@@ -71,10 +73,12 @@ async def run_workers(
         stack.push_async_callback(_cancel, reporter)
         outage: QueueOutage | None = None
         while True:
-            workers = [create_queue_worker(settings, q, services=services, burst=burst)
-                       for q in queues]
             started = time.monotonic()
             try:
+                if not burst:  # a batch run leaves that to the long-running workers
+                    await _release(depth)
+                workers = [create_queue_worker(settings, q, services=services, burst=burst)
+                           for q in queues]
                 await _run_until_stopped(workers, stop, received, burst=burst)
             except (RedisError, OSError) as exc:
                 # A burst run is a batch: its caller decides whether to run it again.
@@ -83,10 +87,11 @@ async def run_workers(
                 # The queue's Redis went away (a restart, a failover) or never answered:
                 # arq's loop has no reconnect, so start fresh workers as soon as it
                 # answers again. Jobs cut off are still on the queue and run again when
-                # arq's in-progress mark expires. Workers that failed soon after starting
+                # arq's in-progress mark expires, or at once if the server changed (a
+                # failover, a restart: _release). Workers that failed soon after starting
                 # go on with the same outage: its backoff keeps growing.
                 if outage is None or time.monotonic() - started >= outage.cap:
-                    outage = QueueOutage(settings.redis_url)
+                    outage = QueueOutage.of(settings)
                 if not await _wait_for_queue(depth, stop, outage, exc):
                     return
                 continue
@@ -110,19 +115,28 @@ def backoff_delays(first: float = QUEUE_RECONNECT_SECONDS,
 
 class QueueOutage:
     """One stretch of time the queue's Redis does not answer: the backoff of its
-    retries and its warnings, which name the variable to check (FEED_REDIS_URL) and the
-    address, without its password."""
+    retries and its warnings, which name the variable to check (FEED_REDIS_URL, or
+    FEED_REDIS_SENTINELS) and the address, without its password."""
 
     def __init__(self, url: str, *, first: float = QUEUE_RECONNECT_SECONDS,
                  cap: float = QUEUE_RECONNECT_MAX_SECONDS,
-                 warn_every: float = QUEUE_WARNING_EVERY_SECONDS) -> None:
-        self.address = redacted_url(url)
+                 warn_every: float = QUEUE_WARNING_EVERY_SECONDS,
+                 variable: str = "FEED_REDIS_URL", address: str | None = None) -> None:
+        self.variable = variable
+        self.address = redacted_url(url) if address is None else address
         self.cap = cap
         self.delays = backoff_delays(first, cap)
         self.warn_every = warn_every
         self.since = time.monotonic()
         self.failures = 0
         self.warned_at: float | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueOutage:
+        """An outage of the queue's Redis ``settings`` point at (directly or through
+        Sentinel)."""
+        variable, address = queue_address(settings)
+        return cls(settings.redis_url, variable=variable, address=address)
 
     def failed(self, exc: BaseException) -> float:
         """Count a failure, warn if it is the first or the last warning is old enough;
@@ -133,9 +147,9 @@ class QueueOutage:
         if self.warned_at is None or now - self.warned_at >= self.warn_every:
             self.warned_at = now
             log.warning(
-                "queue Redis at %s does not answer (check FEED_REDIS_URL); workers start "
-                "again once it does", self.address,
-                extra={"variable": "FEED_REDIS_URL", "address": self.address,
+                "queue Redis at %s does not answer (check %s); workers start "
+                "again once it does", self.address, self.variable,
+                extra={"variable": self.variable, "address": self.address,
                        "error": str(exc) or type(exc).__name__, "failures": self.failures,
                        "down_seconds": round(now - self.since, 1),
                        "retry_in_seconds": round(delay, 2)})
@@ -175,6 +189,14 @@ async def _wait_for_queue(depth: ArqJobQueue, stop: asyncio.Event, outage: Queue
             continue
         outage.recovered()
         return True
+
+
+async def _release(depth: ArqJobQueue) -> None:
+    """Before workers start: let jobs cut off by a failover run again now."""
+    released = await release_cut_off_jobs(depth.pool)
+    if released:
+        log.info("the queue's server changed: jobs cut off by it will run again",
+                 extra={"jobs": released})
 
 
 async def _ping(pool: ArqRedis) -> None:
