@@ -30,7 +30,13 @@ from feed.admin import (
     run_inspect,
 )
 from feed.backfill import add_backfill_parser, run_backfill
-from feed.errors import CacheUnavailable, StorageError, StorageUnavailable, ValidationFailed
+from feed.errors import (
+    CacheUnavailable,
+    QueueNotReplicated,
+    StorageError,
+    StorageUnavailable,
+    ValidationFailed,
+)
 from feed.events import MAX_BATCH, event_digest, validate_event
 from feed.logs import redacted_url, setup_logging
 from feed.progress import Progress
@@ -190,8 +196,6 @@ def service_failure(exc: BaseException, settings: Settings) -> str | None:
     points at it (without its password); None for anything else, which is a bug and keeps
     its traceback."""
     from redis.exceptions import RedisError
-
-    from feed.errors import QueueNotReplicated
 
     if isinstance(exc, CacheUnavailable):
         return _unavailable("the cache's Redis", settings.cache_redis_url,

@@ -25,6 +25,7 @@ LAZY: dict[tuple[str, str], str] = {
     ("feed.cli", "feed.api._server"): f"uvicorn, only for `feed api`: {_CLI_START}",
     ("feed.admin", "feed.store.regions"): "the DynamoDB client, only for `feed tables`; the "
     "CLI imports this module for its parsers on every start",
+    ("feed.cli", "feed.queue"): f"arq and redis, only for a failure's message: {_CLI_START}",
     ("feed.cli", "feed.publisher"): f"arq and redis, only for `feed publish`: {_CLI_START}",
     ("feed.admin", "feed.inspection"): "the whole service, only for `feed inspect`; the CLI "
     "imports this module for its parsers on every start",
