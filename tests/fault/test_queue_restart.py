@@ -1,4 +1,4 @@
-"""The queue's Redis restarted while koos are published over HTTP (issue 7, item 7).
+"""The queue's Redis restarted while koos are published over HTTP.
 
 The queue Redis is a `redis-server` of the test's own with the append-only file
 on and fsynced on every write (as docs/operations.md asks for the queue), so what it
@@ -133,8 +133,9 @@ async def test_queue_redis_restarted_while_koos_are_published(
     Redis (AOF, fsync always) is SIGKILLed and started again, every request is answered
     (202, or a 5xx error), the worker rides the restart out, and every koo acknowledged
     with 202 is delivered, into the author's and every follower's timeline, within 90 s
-    of the restart (jobs cut off by the kill run again once arq's in-progress mark, 40 s,
-    expires)."""
+    of the restart (jobs cut off by the kill run again as soon as the worker finds the
+    restarted server, whose run id is new, rather than when arq's in-progress mark
+    expires after 40 s)."""
     services = queue_services
     author = uid("author")
     followers = [f"{author}-f{i}" for i in range(FOLLOWERS)]
