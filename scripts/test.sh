@@ -16,7 +16,9 @@
 #      tested against a live `feed api` (scripts/client-test.sh),
 #   7. pytest -m fault (processes killed, services paused, faults injected) against
 #      DynamoDB Local, alone, since its criteria include timings: on the direct client,
-#      then on aioboto3 without the soak (a load test of the read path, not of a client).
+#      then on aioboto3 without the soak (a load test of the read path, not of a client)
+#      and without the tests marked default_client_only (their faults are in Redis or
+#      the API's clients, not in DynamoDB).
 # Services this script started are stopped on exit, whatever happened.
 # Arguments are passed to every pytest run, e.g. scripts/test.sh -x -k feed
 #
@@ -190,7 +192,9 @@ FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=10,11 \
 
 for client in "${CLIENTS[@]}"; do
     marks="fault"
-    if [[ "$client" != "${CLIENTS[0]}" ]]; then marks="fault and not soak"; fi
+    if [[ "$client" != "${CLIENTS[0]}" ]]; then
+        marks="fault and not soak and not default_client_only"
+    fi
     step "pytest -m \"$marks\" against DynamoDB Local ($LOCAL_ENDPOINT), $client client"
     FEED_DYNAMODB_CLIENT="$client" FEED_TEST_BACKEND=local \
         FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=14,15 \

@@ -28,7 +28,7 @@ from tests.conftest import uid
 from tests.fault._procs import RedisServer
 from tests.helpers import apply_all, koo, now_ms
 
-pytestmark = [pytest.mark.fault, pytest.mark.slow]
+pytestmark = [pytest.mark.fault, pytest.mark.default_client_only, pytest.mark.slow]
 
 READERS = 50
 READS_PER_READER = 10  # in flight at once: 500 in all

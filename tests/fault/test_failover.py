@@ -36,7 +36,7 @@ from tests.fault._sentinel import MASTER, SentinelGroup
 from tests.fault.conftest import DynamoDBLocal, fault_settings, timeout_env
 from tests.helpers import signup
 
-pytestmark = [pytest.mark.fault, pytest.mark.slow]
+pytestmark = [pytest.mark.fault, pytest.mark.default_client_only, pytest.mark.slow]
 
 PRODUCERS = 2
 BATCH = 5

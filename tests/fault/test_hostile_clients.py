@@ -25,7 +25,7 @@ from tests.fault._raw_http import (
     running_api,
 )
 
-pytestmark = [pytest.mark.fault, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.fault, pytest.mark.default_client_only, pytest.mark.timeout(60)]
 
 GET_HEAD = b"GET /healthz HTTP/1.1\r\nHost: api\r\n"
 # A request timeout short enough for the tests, long enough for a loaded machine.

@@ -19,7 +19,7 @@ from tests.conftest import uid
 from tests.fault._raw_http import AUTH, Reply, exchange, open_stream, running_api
 from tests.helpers import koo, signup
 
-pytestmark = [pytest.mark.fault, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.fault, pytest.mark.default_client_only, pytest.mark.timeout(60)]
 
 BEARER = b"Authorization: " + AUTH["Authorization"].encode() + b"\r\n"
 

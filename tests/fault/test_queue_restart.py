@@ -34,7 +34,7 @@ from tests.conftest import uid
 from tests.fault._procs import RedisServer, scrape_metric, spawn_worker, stop_process, tail
 from tests.helpers import event_job, in_ledger, koo, now_ms
 
-pytestmark = [pytest.mark.fault, pytest.mark.slow]
+pytestmark = [pytest.mark.fault, pytest.mark.default_client_only, pytest.mark.slow]
 
 PRODUCERS = 2
 PAUSE_SECONDS = 0.2  # between a producer's requests: a steady stream the worker keeps up with
