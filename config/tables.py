@@ -20,6 +20,8 @@ TIMELINES = "timelines"
 RECOMMENDATIONS = "recommendations"
 LEDGER = "ledger"
 DEAD_LETTERS = "dead_letters"
+AUDIT = "audit"
+NOTIFICATIONS = "notifications"
 
 # Index names
 KOOS_BY_AUTHOR = "by_author"
@@ -29,6 +31,10 @@ REACTIONS_BY_USER = "by_user"
 REACTIONS_BY_TIME = "by_time"
 RELATIONS_INVERSE = "inverse"
 USERS_CELEBRITIES = "celebrities"
+NOTIFY_BY_UPDATED = "by_updated"
+NOTIFY_PENDING = "pending"
+NOTIFY_LIVE = "live_actors"
+NOTIFY_BY_ACTOR = "by_actor"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +146,21 @@ TABLES: dict[str, TableDef] = {
     ),
     LEDGER: TableDef(LEDGER, pk="event_id", ttl_attribute="expires_at"),
     DEAD_LETTERS: TableDef(DEAD_LETTERS, pk="dl_id"),
+    # Erasures and exports: who asked, when, and counts; the user only as a keyed digest.
+    AUDIT: TableDef(AUDIT, pk="audit_id"),
+    # Notifications, one partition per recipient (see feed/store/notifications.py). Local
+    # indexes, read consistently: live groups newest first, actor rows whose group count is
+    # still to move, counted actors by time; by_actor finds a user's rows in others'.
+    NOTIFICATIONS: TableDef(
+        NOTIFICATIONS,
+        pk="user_id",
+        sk="nk",
+        indexes=(
+            Index(NOTIFY_BY_UPDATED, pk="user_id", sk="upd_sk", local=True),
+            Index(NOTIFY_PENDING, pk="user_id", sk="pend", local=True),
+            Index(NOTIFY_LIVE, pk="user_id", sk="live_sk", local=True, projection=()),
+            Index(NOTIFY_BY_ACTOR, pk="actor_key", sk="actor_sk", projection=()),
+        ),
+        ttl_attribute="expires_at",
+    ),
 }

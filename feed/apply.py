@@ -44,11 +44,15 @@ from feed.events import (
     KooDeleted,
     Reaction,
     Relation,
+    UserDeleted,
     UserSignedUp,
+    named_users,
 )
 from feed.jobs import JobQueue
 from feed.models import Koo
+from feed.notifications import follow_up_jobs
 from feed.store.koos import COUNTER_OF
+from feed.store.ledger import USER_DELETED
 from feed.timeline import REACTION_WEIGHT, FeedManager
 
 __all__ = ["APPLIED", "DEAD_LETTERED", "DUPLICATE", "NOOP", "EventApplier"]
@@ -125,6 +129,8 @@ class EventApplier:
                 return Committed(await self._reaction(event))
             case Relation():
                 return Committed(await self._relation(event))
+            case UserDeleted():
+                return Committed(await self._user_deleted(event))
         raise TypeError(f"no handler for {type(event).__name__}")
 
     async def _follow_up(self, event: Event, done: Committed) -> None:
@@ -135,6 +141,12 @@ class EventApplier:
                 await self._after_koo_deleted(event)
             case Relation():
                 await self._after_relation(event, done)
+            case UserDeleted():
+                await self.jobs.enqueue(job.ERASE_USER, event.user_id, 0,
+                                        job_id=keys.erase_job(event.user_id, 0))
+        # Notifications are jobs of their own: the event's commit stays as it is.
+        for notify, args, job_id in follow_up_jobs(event):
+            await self.jobs.enqueue(notify, *args, job_id=job_id)
 
     # --- the ledger -----------------------------------------------------------------------
 
@@ -142,11 +154,15 @@ class EventApplier:
         """Write ``items`` and record the event, in one transaction. Returns None on
         success, else the index of the first item whose condition failed; raises
         _AlreadyApplied if the event was recorded before."""
+        # Every write also checks that no user the event names is erased (USER_DELETED).
+        items, guarded = self.stores.users.guard(items, named_users(event))
         ledger = len(items)
         try:
             await self.stores.db.transact([*items, self.stores.ledger.record_item(event)])
         except TransactionCancelled as exc:
             failed = [i for i, reason in enumerate(exc.reasons) if reason not in ("None", "")]
+            if guarded.intersection(failed):
+                raise Unapplicable(USER_DELETED) from None
             if ledger in failed:
                 raise _AlreadyApplied(event.event_id) from None
             if failed:
@@ -171,7 +187,25 @@ class EventApplier:
 
     # --- signups ----------------------------------------------------------------------
 
+    async def _refuse_erased(self, event: Event) -> None:
+        """Signups and deletes cannot join the guarded transaction: one read instead."""
+        if await self.stores.users.any_erased(named_users(event)):
+            raise Unapplicable(USER_DELETED)
+
+    async def _user_deleted(self, event: UserDeleted) -> str:
+        """Start an erasure (the tombstone); the erase_user job does the rest, and a
+        replay re-enqueues it, so an interrupted erasure resumes."""
+        first = await self.stores.ledger.claim(event)
+        started = await self.stores.users.mark_erased(event.user_id, event.event_id)
+        if not started and not first:
+            return await self._settle_claim(event, first, NOOP)
+        if not started and await self.stores.users.erasure_done(event.user_id):
+            await self.stores.ledger.set_outcome(event, DEAD_LETTERED)
+            raise Unapplicable(USER_DELETED)
+        return await self._settle_claim(event, first, APPLIED if started else NOOP)
+
     async def _signed_up(self, event: UserSignedUp) -> str:
+        await self._refuse_erased(event)
         first = await self.stores.ledger.claim(event)
         changed = await self.stores.users.save_profile(event)
         with without_cache("drop_profiles"):
@@ -207,6 +241,7 @@ class EventApplier:
         await self.manager.deliver_new_koo(event.koo_id, item=done.item)
 
     async def _koo_deleted(self, event: KooDeleted) -> str:
+        await self._refuse_erased(event)
         first = await self.stores.ledger.claim(event)
         status = await self.stores.koos.mark_deleted(
             event.koo_id, event.author_id, event.occurred_at
@@ -302,6 +337,10 @@ class EventApplier:
         await self.cache.relation_changed(_RELATION_SET[kind](user), other, active)
         if kind == keys.REL_BLOCK:
             await self.cache.relation_changed(keys.blocked_by(other), user, active)
+        with without_cache("live_note"):
+            # Realtime streams of either side re-read the relations before going on.
+            await self.cache.live_note([user, other] if kind == keys.REL_BLOCK else [user],
+                                       "rel")
         tag = event.event_id
         if kind == keys.REL_FOLLOW:
             await self._check_celebrity(other, tag, event.occurred_at)

@@ -38,6 +38,7 @@ from feed.errors import (
     ValidationFailed,
 )
 from feed.events import MAX_BATCH, event_digest, validate_event
+from feed.export import add_users_parser, run_users
 from feed.logs import redacted_url, setup_logging
 from feed.progress import Progress
 
@@ -131,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     add_backfill_parser(sub)
     add_dead_letters_parser(sub)
     add_inspect_parser(sub)
+    add_users_parser(sub)
     return parser
 
 
@@ -269,6 +271,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_dead_letters(settings, args))
     if args.command == "inspect":
         return asyncio.run(run_inspect(settings, args))
+    if args.command == "users":
+        return asyncio.run(run_users(settings, args))
     raise AssertionError(args.command)
 
 

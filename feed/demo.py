@@ -218,6 +218,11 @@ async def _serve(settings: Settings, services: Services, listener: socket.socket
           f"'{base}/v1/users/user0010/feed?limit=5&explain=true'", file=out)
     print(f"  curl -s -H 'Authorization: Bearer {token}' "
           f"{base}/v1/users/user0010/recommendations/follows", file=out)
+    # Stays open: new koos for user0010 arrive as they are published (docs/realtime.md).
+    print(f"  curl -sN -H 'Authorization: Bearer {token}' "
+          f"{base}/v1/users/user0010/feed/stream", file=out)
+    print(f"  curl -s -H 'Authorization: Bearer {token}' "
+          f"{base}/v1/users/user0042/notifications", file=out)
     print(f"  curl -s {base}/metrics | grep feed_", file=out)
     print("Every route, and how to publish events: docs/api.md.", file=out)
     out.flush()

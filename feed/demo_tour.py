@@ -15,6 +15,7 @@ from typing import Any
 
 from feed import keys, metrics
 from feed.models import User
+from feed.notifications import Notifications
 from feed.reader import Reader
 from feed.services import Services
 
@@ -200,6 +201,14 @@ async def tour(services: Services, *, users: int, seed: int, out: Any) -> dict[s
     showcase = max(active, key=lambda u: sum(1 for f, _ in graph.follows if f == u))
     page = await reader.feed(showcase, limit=12)
     _print_feed(showcase, page.as_json(explain=True)["items"], out)
+    # Notifications, built by the workers from the reactions and follows above.
+    author_of = {koo_id: author for koo_id, author, _ in koos}
+    received: dict[str, int] = {}
+    for raw in history:
+        if raw["type"] == "reaction_added":
+            author = author_of[raw["koo_id"]]
+            received[author] = received.get(author, 0) + 1
+    await _print_notifications(services, max(received, key=lambda u: received[u]), out)
     return {
         "users": len(graph.users), "follows": len(graph.follows), "koos": len(koos),
         "events": len(history) + len(latencies),
@@ -256,6 +265,16 @@ def _print_feed(user: str, items: list[dict[str, Any]], out: Any) -> None:
         print(f"  {i:>2}  {item['reason']:<11} {item['score']:>6.3f}  {item['author_id']:<9} "
               f"{item['koo_id']:<9} {item['likes']:>5} {item['rekoos']:>6} "
               f"{item['comments']:>5}  {text}", file=out)
+
+
+async def _print_notifications(services: Services, user: str, out: Any) -> None:
+    page = await Notifications.over(services.manager).page(user, limit=6)
+    print(f"\nNotifications of {user} ({page['unseen']} unseen; newest first):", file=out)
+    for item in page["items"]:
+        on = f" on {item['koo_id']}" if item["koo_id"] else ""
+        others = item["actor_count"] - len(item["actors"])
+        who = ", ".join(item["actors"]) + (f" and {others} more" if others > 0 else "")
+        print(f"  {item['kind']:<8}{on:<13} {who}", file=out)
 
 
 def print_summary(summary: dict[str, Any], out: Any) -> None:

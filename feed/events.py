@@ -63,6 +63,7 @@ __all__ = [
     "ReactionRemoved",
     "Relation",
     "UserBlocked",
+    "UserDeleted",
     "UserFollowed",
     "UserMuted",
     "UserSignedUp",
@@ -72,6 +73,7 @@ __all__ = [
     "check_id",
     "event_digest",
     "is_valid_id",
+    "named_users",
     "typed",
     "validate_batch",
     "validate_event",
@@ -232,10 +234,30 @@ class UserUnmuted(_TargetChange):
     ON: ClassVar[bool] = False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserDeleted(Event):
+    """Erase a user everywhere (:mod:`feed.erasure`)."""
+
+    TYPE: ClassVar[str] = "user_deleted"
+    user_id: str
+
+
+def named_users(event: Event) -> tuple[str, ...]:
+    """Every user id an event names, in any role (an erased one refuses the event)."""
+    match event:
+        case UserSignedUp() | Reaction() | UserDeleted():
+            return (event.user_id,)
+        case KooCreated() | KooDeleted():
+            return (event.author_id,)
+        case Relation():
+            return (event.user, event.other)
+    return ()
+
+
 _TYPED: Final[Mapping[str, type[Event]]] = {
     cls.TYPE: cls for cls in (
         UserSignedUp, KooCreated, KooDeleted, ReactionAdded, ReactionRemoved, UserFollowed,
-        UserUnfollowed, UserBlocked, UserUnblocked, UserMuted, UserUnmuted,
+        UserUnfollowed, UserBlocked, UserUnblocked, UserMuted, UserUnmuted, UserDeleted,
     )
 }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from feed import keys
+from feed.erasure import Progress
 from feed.errors import StorageUnavailable
 from feed.store.koos import FanoutState
 from feed.timeline import FeedManager
@@ -34,7 +35,12 @@ class Inspector:
 
     async def user(self, user_id: str) -> dict[str, Any] | None:
         """A user's profile, counters, relation counts, cache state and stored timeline
-        size; None for an id that never signed up."""
+        size; None for an id that never signed up. An erased user (or one being erased)
+        shows only the erasure's progress: step, position and counts of what went."""
+        stone = await self.stores.users.erasure(user_id)
+        if stone is not None:
+            return {"user_id": user_id, "erased_at": int(stone["erased_at"]),
+                    "erasure": Progress.from_tombstone(stone).as_dict()}
         profile = await self.stores.users.get(user_id, consistent=True)
         if profile is None:
             return None

@@ -21,16 +21,23 @@ __all__ = [
     "COMPUTE_RECOMMENDATIONS",
     "DELIVER_KOO_CHUNK",
     "DEMOTE_CELEBRITY",
+    "ERASE_USER",
     "FAN_OUT_KOO",
     "JOBS",
     "MERGE_AUTHOR",
+    "NOTIFICATION_JOBS",
     "PURGE_AUTHOR",
     "PURGE_DELETED_KOO",
+    "PURGE_KOO_NOTIFICATIONS",
+    "PURGE_NOTIFICATIONS_FROM",
     "QUEUE_TIMEOUTS",
     "REALTIME",
     "REBUILD_TIMELINE",
     "REFRESH_POPULAR",
     "SWEEP_FANOUTS",
+    "SYNC_FOLLOW_NOTIFICATION",
+    "SYNC_REACTION_NOTIFICATION",
+    "SYNC_REPLY_NOTIFICATION",
     "TRIM_TIMELINE",
     "Job",
     "JobQueue",
@@ -75,11 +82,25 @@ COMPUTE_RECOMMENDATIONS: Final = Job("compute_recommendations", BACKFILL)
 # Kept five minutes: a read that finds a list missing enqueues it at most that often.
 REFRESH_POPULAR: Final = Job("refresh_popular_authors", BACKFILL, keep_result=300)
 BACKFILL_CHUNK: Final = Job("backfill_chunk", BACKFILL)
+# Realtime: an erasure has a deadline, so it does not wait behind rebuilds; each run works
+# for part of the realtime time limit, saves its progress and enqueues the next.
+ERASE_USER: Final = Job("erase_user", REALTIME)
+# Notifications: each job reads the action's current state, so it is safe to repeat.
+SYNC_REACTION_NOTIFICATION: Final = Job("sync_reaction_notification", REALTIME)
+SYNC_FOLLOW_NOTIFICATION: Final = Job("sync_follow_notification", REALTIME)
+SYNC_REPLY_NOTIFICATION: Final = Job("sync_reply_notification", REALTIME)
+PURGE_KOO_NOTIFICATIONS: Final = Job("purge_koo_notifications", BACKFILL)
+PURGE_NOTIFICATIONS_FROM: Final = Job("purge_notifications_from", BACKFILL)
+NOTIFICATION_JOBS: Final = (
+    SYNC_REACTION_NOTIFICATION, SYNC_FOLLOW_NOTIFICATION, SYNC_REPLY_NOTIFICATION,
+    PURGE_KOO_NOTIFICATIONS, PURGE_NOTIFICATIONS_FROM,
+)
 
 JOBS: Final = (
     APPLY_EVENT, FAN_OUT_KOO, DELIVER_KOO_CHUNK, MERGE_AUTHOR, SWEEP_FANOUTS,
     PURGE_DELETED_KOO, PURGE_AUTHOR, DEMOTE_CELEBRITY, REBUILD_TIMELINE, TRIM_TIMELINE,
-    COMPUTE_RECOMMENDATIONS, REFRESH_POPULAR, BACKFILL_CHUNK,
+    COMPUTE_RECOMMENDATIONS, REFRESH_POPULAR, BACKFILL_CHUNK, ERASE_USER,
+    *NOTIFICATION_JOBS,
 )
 
 

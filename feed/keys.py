@@ -114,6 +114,29 @@ def author_recent(author_id: str) -> str:
     return f"feed:{{{author_id}}}:recent"
 
 
+def live_stream(user_id: str) -> str:
+    """Redis Stream of what entered or left a reader's feed, kept only while the reader
+    has a realtime stream open or had one a short while ago (capped, with a TTL)."""
+    return f"feed:{{{user_id}}}:live"
+
+
+def live_seen(user_id: str) -> str:
+    """Sorted set of koo ids already written to a reader's live stream (score: created
+    ms), so a koo delivered twice (announce, push, a retried chunk) is streamed once."""
+    return f"feed:{{{user_id}}}:live:seen"
+
+
+def live_fans(author_id: str) -> str:
+    """Set of readers with a live stream who follow a pulled (celebrity) author: a
+    celebrity's new koo is written to their live streams, since it is never fanned out."""
+    return f"feed:{{{author_id}}}:live:fans"
+
+
+# Pub/sub channel on the cache Redis: reader ids whose live streams just grew. Every API
+# process listens on one connection and reads the streams of the readers it serves.
+LIVE_WAKE_CHANNEL = "feed:live:wake"
+
+
 def koo(koo_id: str) -> str:
     """Hash of a koo's body and counters."""
     return f"feed:koo:{{{koo_id}}}"
@@ -223,6 +246,27 @@ def popular_job(slot: str) -> str:
     return f"popular:{slot}"
 
 
+def erase_job(user_id: str, run: int) -> str:
+    """arq job id of one run of a user's erasure (each run goes on where the last stopped,
+    and enqueues the next under run + 1)."""
+    return f"erase:{user_id}:{run}"
+
+
+def user_keys_pattern(user_id: str) -> str:
+    """SCAN pattern of every cached key of one user (all carry the ``{user_id}`` tag)."""
+    return f"feed:{{{user_id}}}:*"
+
+
+def popular_authors_pattern() -> str:
+    """SCAN pattern of every language's popular-authors list."""
+    return "feed:popular:*"
+
+
+def recommendations_pattern() -> str:
+    """SCAN pattern of every reader's cached recommendations."""
+    return "feed:*:rec:*"
+
+
 def backfill_chunk_job(run_id: str, chunk: str) -> str:
     """arq job id of one chunk of a ``feed backfill`` run."""
     return f"backfill:{run_id}:{chunk}"
@@ -312,3 +356,90 @@ def recommendation_sk(kind: str, rank: int) -> str:
 
 FANOUT_SHARD = "pending"  # partition of the sparse index of unfinished fan-outs
 CELEBRITY_SHARD = "celebrity"  # partition of the sparse index of celebrity authors
+
+
+# --- notifications ------------------------------------------------------------------------
+# One DynamoDB partition per recipient (sort key ``nk``): group rows ``g#<group>``, actor
+# rows ``a#<group>#<actor>``, source rows ``s#<kind>#<koo>#<actor>#<source>`` and the seen
+# mark. ``<group>`` is ``<kind>#<koo or ->#<window:08d>``.
+
+NOTIFY_NO_KOO = "-"  # the koo part of a follow group
+NOTIFY_SEEN = "seen"  # sort key of a recipient's seen mark
+
+
+def notify_group(kind: str, koo_id: str | None, window: int) -> str:
+    """A notification's group: one kind, on one koo (or new followers), in one window."""
+    return f"{kind}{SORT_SEP}{koo_id or NOTIFY_NO_KOO}{SORT_SEP}{window:08d}"
+
+
+def split_notify_group(group: str) -> tuple[str, str | None, int]:
+    """Inverse of :func:`notify_group`."""
+    kind, koo_id, window = group.split(SORT_SEP)
+    return kind, (None if koo_id == NOTIFY_NO_KOO else koo_id), int(window)
+
+
+def notify_group_sk(group: str) -> str:
+    """Sort key of a group row (one notification)."""
+    return f"g{SORT_SEP}{group}"
+
+
+def notify_actor_sk(group: str, actor_id: str) -> str:
+    """Sort key of an actor row: one actor counted (or to be counted) in one group."""
+    return f"a{SORT_SEP}{group}{SORT_SEP}{actor_id}"
+
+
+def notify_source_sk(kind: str, koo_id: str | None, actor_id: str, source: str) -> str:
+    """Sort key of a source row: one action (a reaction, a follow, one reply) of an actor."""
+    return (f"s{SORT_SEP}{kind}{SORT_SEP}{koo_id or NOTIFY_NO_KOO}{SORT_SEP}{actor_id}"
+            f"{SORT_SEP}{source}")
+
+
+def notify_koo_prefix(kind: str, koo_id: str, row: str) -> str:
+    """Prefix of the ``row`` ("g", "a" or "s") rows of one kind on one koo."""
+    return f"{row}{SORT_SEP}{kind}{SORT_SEP}{koo_id}{SORT_SEP}"
+
+
+def notify_updated_sk(updated_at: int, group: str) -> str:
+    """Sort key of a live group on the newest-first index: time, then group."""
+    return f"{updated_at:013d}{SORT_SEP}{group}"
+
+
+def notify_live_sk(group: str, at: int, actor_id: str) -> str:
+    """Sort key of a counted actor on the live-actors index: newest last."""
+    return f"{group}{SORT_SEP}{at:013d}{SORT_SEP}{actor_id}"
+
+
+def notify_pending_sk(group: str, actor_id: str) -> str:
+    """Sort key of an actor row whose group count is still to move."""
+    return f"{group}{SORT_SEP}{actor_id}"
+
+
+def notify_actor_index_sk(recipient: str, nk: str) -> str:
+    """Sort key on the by-actor index (partition: the actor): recipient, then row."""
+    return f"{recipient}{SORT_SEP}{nk}"
+
+
+def notifications(user_id: str) -> str:
+    """Cached notifications of a recipient: sorted set (all scores 0) of updated sort keys."""
+    return f"feed:{{{user_id}}}:notif"
+
+
+def notification_bodies(user_id: str) -> str:
+    """Hash group -> cached notification (JSON), plus the seen mark and the window's floor."""
+    return f"feed:{{{user_id}}}:notif:b"
+
+
+def notify_settle_lock(user_id: str, group: str) -> str:
+    """Held by the worker moving one group's count (an optimisation: the count is exact
+    without it)."""
+    return f"feed:{{{user_id}}}:notif:lock:{group}"
+
+
+def notify_settle_gen(user_id: str, group: str) -> str:
+    """Bumped after every change to a group's actors, so a settling worker sees it."""
+    return f"feed:{{{user_id}}}:notif:gen:{group}"
+
+
+def notify_job(event_id: str, part: str = "") -> str:
+    """arq job id of the notification work after one event (``part``: which of several)."""
+    return f"notify:{event_id}:{part}"

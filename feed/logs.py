@@ -4,7 +4,8 @@ carries.
 Records name what they are about through ``extra={"event_id": ..., "koo_id": ...,
 "user_id": ...}``; both formats show these fields. Tokens and cursors are never logged:
 fields that could hold them are dropped here as a second line of defence, and so are
-attributes that only repeat the message for another purpose.
+attributes that only repeat the message for another purpose, and fields that would hold
+a user's handle, text or region (logs name users by id only).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ __all__ = ["JsonFormatter", "TextFormatter", "record_fields", "redacted_url", "s
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 _SECRET_FIELDS = frozenset({"token", "authorization", "cursor", "password", "secret"})
+# A user's personal data (their handle, what they wrote, where they live) never goes
+# into a log, whatever a caller passes: logs name users by id only.
+_PERSONAL_FIELDS = frozenset({"handle", "text", "region", "hashtags", "payload"})
 # Attributes libraries add that say again what the message says: uvicorn's
 # ``color_message`` is the message with ANSI colour codes, for its own console only.
 _DUPLICATES = frozenset({"color_message"})
@@ -31,7 +35,7 @@ def record_fields(record: logging.LogRecord) -> dict[str, Any]:
     return {
         key: value for key, value in vars(record).items()
         if key not in _STANDARD and key not in _DUPLICATES and not key.startswith("_")
-        and key.lower() not in _SECRET_FIELDS
+        and key.lower() not in _SECRET_FIELDS and key.lower() not in _PERSONAL_FIELDS
     }
 
 

@@ -225,8 +225,9 @@ class Reader:
         if stored:
             ranked = [KooPick(s["target"], s["score"], s["reason"]) for s in stored]
         else:
+            lang = await self.manager.language_of(user)  # from its region if remote
             ranked = [KooPick(koo_id, score, "") for koo_id, score in
-                      await self.trends.ids(user.lang, now_ms=now_ms, limit=TRENDING_FIRST)]
+                      await self.trends.ids(lang, now_ms=now_ms, limit=TRENDING_FIRST)]
             whole = len(ranked) < TRENDING_FIRST
         excluded = relations.hidden
         out: list[tuple[Koo, KooPick]] = []
@@ -235,7 +236,7 @@ class Reader:
             if start >= len(ranked):
                 if whole:
                     break
-                rest = await self.trends.ids(user.lang, now_ms=now_ms)
+                rest = await self.trends.ids(lang, now_ms=now_ms)
                 ranked += [KooPick(k, score, "") for k, score in rest[len(ranked):]]
                 whole = True
                 continue

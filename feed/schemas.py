@@ -109,6 +109,7 @@ SCHEMAS: Final[Mapping[str, tuple[_Field, ...]]] = {
     "user_unblocked": (_Field("user_id", fields.ident), _Field("target_id", fields.ident)),
     "user_muted": (_Field("user_id", fields.ident), _Field("target_id", fields.ident)),
     "user_unmuted": (_Field("user_id", fields.ident), _Field("target_id", fields.ident)),
+    "user_deleted": (_Field("user_id", fields.ident),),
 }
 
 EVENT_TYPES: Final = tuple(SCHEMAS)

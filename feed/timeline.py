@@ -61,7 +61,9 @@ class FeedManager(CandidateWalk):
         take up to seconds. Best effort (``push`` writes the cache again, after storage);
         returns how many cached timelines took it."""
         with without_cache("announce"):
-            return await self.cache.push(readers, entry.koo_id, entry.created_at)
+            # Live streams get the koo here too, in the same script call (feed/stream).
+            return await self.cache.push_live(readers, entry.koo_id, entry.created_at,
+                                              entry.author_id)
         return 0
 
     async def push(self, entry: Entry, readers: Sequence[str]) -> int:
@@ -71,7 +73,8 @@ class FeedManager(CandidateWalk):
         rows were being written gets the koo from this push (rebuilds accept pushes).
         """
         await self.stores.timelines.add(readers, entry)
-        cached = await self.cache.push(readers, entry.koo_id, entry.created_at)
+        cached = await self.cache.push_live(readers, entry.koo_id, entry.created_at,
+                                            entry.author_id)
         await self._check_caps(r for r in readers if self._trim_due(r, entry.koo_id))
         return cached
 
@@ -83,6 +86,8 @@ class FeedManager(CandidateWalk):
         of storage without a gap, and a later, older insert would then skip rows.
         """
         await self.stores.timelines.remove(readers, entry)
+        with without_cache("live_note"):
+            await self.cache.live_note(readers, "remove", entry.koo_id)
 
     # --- merge / unmerge: one author, one reader ---------------------------------------
 
@@ -173,6 +178,8 @@ class FeedManager(CandidateWalk):
         state = item.get("fanout_state")
         if state == FanoutState.PULL:
             await self.push(entry, [entry.author_id])
+            with without_cache("live_koo"):
+                await self.stream_pulled(entry)
             return "pulled"
         if state in (FanoutState.PENDING, FanoutState.RUNNING):
             return await self.fanout.run(entry.koo_id, item=item)
@@ -245,7 +252,27 @@ class FeedManager(CandidateWalk):
         timeline, if the reader still does not see them."""
         if await self.visible(reader, author):
             return 0
-        return await self.unmerge(reader, author)
+        removed = await self.unmerge(reader, author)
+        with without_cache("live_removes"):
+            if await self.cache.is_live(reader):
+                # The reader streams: tell the stream which koos left the feed (pulled
+                # authors' included, which have no timeline rows).
+                recent = await self.stores.koos.by_author(
+                    author, limit=self.settings.backfill_on_follow)
+                await self.cache.live_removes(reader, [k for k, _ in recent])
+        return removed
+
+    async def stream_pulled(self, entry: Entry) -> int:
+        """A pulled (celebrity) author's new koo, for the live streams of the followers
+        who stream (it is never fanned out); returns how many streams took it."""
+        fans = await self.cache.live_fans(entry.author_id)
+        if not fans:
+            return 0
+        flags = await self.cache.live_koo(fans, entry.koo_id, entry.created_at,
+                                          entry.author_id)
+        await self.cache.drop_live_fans(
+            entry.author_id, [r for r, f in zip(fans, flags, strict=True) if f < 0])
+        return sum(f == 1 for f in flags)
 
     async def demote(self, author: str) -> int:
         """An author fell below the celebrity threshold. Followers who followed while the

@@ -30,6 +30,9 @@ T = TypeVar("T")
 # How much one reaction says about a reader's interest in the koo's author.
 REACTION_WEIGHT = {"like": 1, "rekoo": 2, "comment": 3}
 AFFINITY_SAMPLE = 200  # recent reactions that make up a reader's affinity
+# The fields of a profile that stay in its home region (never in this region's cache).
+PROFILE_FIELDS = frozenset({"handle", "lang", "created_at"})
+REMOTE = "remote"  # marks a cached stub of a profile that lives in another region
 # The refresh job drops the cached copy when it stores new lists, so it may live long.
 STORED_RECOMMENDATIONS_CACHE_SECONDS = 900
 
@@ -95,7 +98,7 @@ class ReaderViews:
         # The reader exists: now what was read may be cached.
         writes: list[Coroutine[Any, Any, None]] = []
         if snap is None or snap.profile is None:
-            writes.append(self.cache.store_profile(reader, profile))
+            writes.append(self.cache.store_profile(reader, self.cacheable(profile)))
         if snap is None or snap.relations is None:
             writes.append(self.cache.store_relation_sets(reader, relations))
         if snap is None or snap.affinity is None:
@@ -115,12 +118,29 @@ class ReaderViews:
         """A signed-up user's profile (as JSON); NotFound otherwise."""
         with without_cache("profile"):
             cached = await self.cache.profile(user_id)
-            if cached is not None:
+            if cached is not None and REMOTE not in cached:
                 return cached
         profile = await self.read_profile(user_id)
         with without_cache("store_profile"):
-            await self.cache.store_profile(user_id, profile)
+            await self.cache.store_profile(user_id, self.cacheable(profile))
         return profile
+
+    def cacheable(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """What of a profile the hot cache may hold: all of it when the profile lives in
+        this service's own table; for one kept in its home region's table, only what our
+        table holds too (id, region pointer, counters), marked REMOTE: the profile itself
+        is never cached outside its region, so a read that needs it goes there."""
+        if self.stores.users.home_of(profile.get("region")) is None:
+            return profile
+        kept = {k: v for k, v in profile.items() if k not in PROFILE_FIELDS}
+        return {**kept, REMOTE: True}
+
+    async def language_of(self, user: User) -> str:
+        """The user's language, from their home region when the cache holds only the
+        remote stub of their profile (a feed page needs it only for trending koos)."""
+        if user.lang:
+            return user.lang
+        return str((await self.read_profile(user.user_id)).get("lang", ""))
 
     async def read_profile(self, user_id: str) -> dict[str, Any]:
         """:meth:`profile_of` from DynamoDB only."""

@@ -167,10 +167,13 @@ round() {
     if [[ "$moto_client" != "${CLIENTS[0]}" ]]; then marks="dynamodb and $marks"; fi
     FEED_DYNAMODB_CLIENT="$moto_client" FEED_TEST_BACKEND=moto FEED_TEST_REDIS_DBS=14,15 \
         start_pytest "moto-$moto_client" -m "$marks" -p no:cacheprovider "$@"
+    local_marks="(dynamodb or slow_on_moto) and not fault"
+    if [[ "$local_client" != "${CLIENTS[0]}" ]]; then
+        local_marks="$local_marks and not default_client_only"
+    fi
     FEED_DYNAMODB_CLIENT="$local_client" FEED_TEST_BACKEND=local \
         FEED_TEST_DYNAMODB_ENDPOINT="$LOCAL_ENDPOINT" FEED_TEST_REDIS_DBS=12,13 \
-        start_pytest "local-$local_client" -m "(dynamodb or slow_on_moto) and not fault" \
-        -p no:cacheprovider "$@"
+        start_pytest "local-$local_client" -m "$local_marks" -p no:cacheprovider "$@"
     wait
     finish_pytest "moto-$moto_client"
     finish_pytest "local-$local_client"

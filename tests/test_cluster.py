@@ -142,3 +142,30 @@ async def test_single_flight_rebuild_and_rate_limit_on_a_cluster(on_cluster: Ser
              for _ in range(8)]
     assert waits[:5] == [0.0] * 5
     assert all(w > 0 for w in waits[5:])
+
+
+async def test_notifications_are_cached_on_a_cluster(on_cluster: Services) -> None:
+    """Pass: on a Redis Cluster, likes settle into one notification (the settle lock and
+    generation keys work there), reads are served from the cached keys, which share the
+    recipient's slot, and the answer equals the one rebuilt after the keys are dropped."""
+    from feed.notifications import Notifications
+    from tests.helpers import react
+
+    svc = on_cluster
+    author, a, b = uid(), uid(), uid()
+    k = uid("k")
+    await apply_all(svc, signup(author), signup(a), signup(b), koo(k, author),
+                    react("like", k, a), react("like", k, b))
+    notes = Notifications.over(svc.manager)
+    first = await notes.page(author, limit=10)
+    assert [(i["actor_count"], i["actors"]) for i in first["items"]] == [(2, [b, a])]
+    group = notes.store.group_of("like", k, first["items"][0]["updated_at"])
+    cached = [keys.notifications(author), keys.notification_bodies(author)]
+    locks = [keys.notify_settle_lock(author, group), keys.notify_settle_gen(author, group)]
+    assert {key_slot(key.encode()) for key in cached + locks} == {key_slot(author.encode())}
+    assert all([await svc.cache.redis.exists(key) for key in cached])
+    await notes.mark_seen(author, first["items"][0]["updated_at"])
+    warm = await notes.page(author, limit=10)
+    assert warm["unseen"] == 0
+    await svc.cache.redis.delete(*cached)
+    assert await notes.page(author, limit=10) == warm

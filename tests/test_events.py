@@ -50,6 +50,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "user_unblocked": {"user_id": "bob", "target_id": "carol"},
     "user_muted": {"user_id": "bob", "target_id": "carol"},
     "user_unmuted": {"user_id": "bob", "target_id": "carol"},
+    "user_deleted": {"user_id": "carol"},
 }
 OPTIONAL = {"koo_created": {"hashtags", "reply_to", "rekoo_of"}}
 # Fields that hold a user or koo id (so the id rules apply to them).
@@ -82,7 +83,7 @@ def only_error(exc: pytest.ExceptionInfo[ValidationFailed]) -> dict[str, Any]:
 
 def test_examples_cover_every_contract_type() -> None:
     assert set(EXAMPLES) == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == 11
+    assert len(EVENT_TYPES) == 12
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))

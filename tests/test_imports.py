@@ -44,6 +44,12 @@ LAZY: dict[tuple[str, str], str] = {
     ("feed.backfill", "feed.store.users"): "the DynamoDB client, only to run a backfill; "
     "the CLI imports this module for its parser on every start",
     ("feed.demo", "feed.api.app"): "the API app, only for `feed demo --serve`",
+    ("feed.export", "feed.services"): "the whole service, only for `feed users export`; "
+    "the CLI imports this module for its parser on every start",
+    ("feed.export", "feed.audit"): "the DynamoDB client, only for `feed users export`; "
+    "the CLI imports this module for its parser on every start",
+    ("feed.export", "feed.notifications"): "the read path, only for `feed users export`; "
+    "the CLI imports this module for its parser on every start",
 }
 
 

@@ -32,15 +32,21 @@ from feed.jobs import (
     COMPUTE_RECOMMENDATIONS,
     DELIVER_KOO_CHUNK,
     DEMOTE_CELEBRITY,
+    ERASE_USER,
     FAN_OUT_KOO,
     MERGE_AUTHOR,
     PURGE_AUTHOR,
     PURGE_DELETED_KOO,
+    PURGE_KOO_NOTIFICATIONS,
+    PURGE_NOTIFICATIONS_FROM,
     QUEUE_TIMEOUTS,
     REALTIME,
     REBUILD_TIMELINE,
     REFRESH_POPULAR,
     SWEEP_FANOUTS,
+    SYNC_FOLLOW_NOTIFICATION,
+    SYNC_REACTION_NOTIFICATION,
+    SYNC_REPLY_NOTIFICATION,
     TRIM_TIMELINE,
     Job,
 )
@@ -54,8 +60,16 @@ from workers.backfill import (
     trim_timeline,
 )
 from workers.deletion import purge_deleted_koo
+from workers.erasure import erase_user
 from workers.events import apply_event
 from workers.fanout import deliver_koo_chunk, fan_out_koo, sweep_fanouts
+from workers.notifications import (
+    purge_koo_notifications,
+    purge_notifications_from,
+    sync_follow_notification,
+    sync_reaction_notification,
+    sync_reply_notification,
+)
 from workers.relations import (
     demote_celebrity,
     merge_author_into_timeline,
@@ -91,6 +105,12 @@ JOB_FUNCTIONS: Final[Mapping[Job, JobCoroutine]] = {
     COMPUTE_RECOMMENDATIONS: compute_recommendations,
     REFRESH_POPULAR: refresh_popular_authors,
     BACKFILL_CHUNK: backfill_chunk,
+    SYNC_REACTION_NOTIFICATION: sync_reaction_notification,
+    SYNC_FOLLOW_NOTIFICATION: sync_follow_notification,
+    SYNC_REPLY_NOTIFICATION: sync_reply_notification,
+    PURGE_KOO_NOTIFICATIONS: purge_koo_notifications,
+    PURGE_NOTIFICATIONS_FROM: purge_notifications_from,
+    ERASE_USER: erase_user,
 }
 # The jobs arq runs on a schedule rather than from the queue: the seconds of each minute.
 CRON_SECONDS: Final[Mapping[Job, frozenset[int]]] = {

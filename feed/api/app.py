@@ -25,13 +25,17 @@ from feed import metrics
 from feed.api import routes
 from feed.api._http import error, json
 from feed.api.auth import AuthMiddleware, request_deadline
+from feed.api.notifications import get_notifications, post_notifications_seen
 from feed.api.openapi import openapi_schema
 from feed.api.ratelimit import TokenBuckets
+from feed.api.stream import feed_stream
 from feed.cursor import InvalidCursor
 from feed.errors import FeedError, NotFound, StorageUnavailable, ValidationFailed
 from feed.logs import setup_logging
+from feed.notifications import Notifications
 from feed.reader import Reader
 from feed.services import Services, open_services
+from feed.stream import StreamHub
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -266,6 +270,11 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             app.state.buckets = TokenBuckets(svc.cache.redis)  # AuthMiddleware's limiters
             app.state.reader = Reader(svc.manager)
             app.state.publisher = svc.publisher
+            app.state.notifications = Notifications.over(svc.manager)
+            hub = StreamHub(svc.manager, max_streams=settings.stream_max_per_process)
+            app.state.stream_hub = hub  # the realtime streams' one subscriber here
+            hub.start()
+            stack.push_async_callback(hub.stop)
             sampler = asyncio.create_task(sample_loop_lag())
             stack.callback(sampler.cancel)
             yield
@@ -277,8 +286,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         Route("/metrics", metrics_endpoint),
         Route("/openapi.json", openapi),
         Route("/v1/users/{user_id}/feed", bound(routes.get_feed)),
+        # Not bound by the read gate: a stream stays open (its bounds are the hub's).
+        Route("/v1/users/{user_id}/feed/stream", feed_stream),
         Route("/v1/users/{user_id}", bound(routes.get_user)),
         Route("/v1/users/{user_id}/koos", bound(routes.get_user_koos)),
+        Route("/v1/users/{user_id}/notifications", bound(get_notifications)),
+        Route("/v1/users/{user_id}/notifications/seen", bound(post_notifications_seen),
+              methods=["POST"]),
         Route("/v1/users/{user_id}/recommendations/follows", bound(routes.recommend_follows)),
         Route("/v1/users/{user_id}/recommendations/koos", bound(routes.recommend_koos)),
         Route("/v1/koos/{koo_id}", bound(routes.get_koo)),

@@ -128,6 +128,9 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     "user_muted": "user_id mutes target_id (the two must differ): target_id's koos leave "
                   "user_id's feed.",
     "user_unmuted": "user_id unmutes target_id (the two must differ).",
+    "user_deleted": "The user is erased: their profile, koos, reactions, relations, "
+                    "timeline, recommendations and notifications are removed everywhere, "
+                    "and later events naming them are refused.",
 }
 
 
@@ -211,6 +214,44 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _notification_schema() -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "notification_id": {"type": "string"},
+        "kind": {"type": "string", "enum": ["like", "rekoo", "comment", "reply", "follow"]},
+        "koo_id": {**_ID, "nullable": True},
+        "actors": {"type": "array", "maxItems": 3, "items": _ID},
+        "actor_count": {"type": "integer", "minimum": 1},
+        "updated_at": {"type": "integer"}, "seen": {"type": "boolean"},
+    }
+    return {"type": "object", "required": list(props), "properties": props}
+
+
+def _notification_paths() -> dict[str, Any]:
+    page = _page(_ref("Notification"))
+    page["required"].append("unseen")
+    page["properties"]["unseen"] = {"type": "integer", "minimum": 0}
+    listing = _get("Aggregated notifications, newest activity first",
+                   [_path("user_id"), _limit(20, 100), _CURSOR], page, paged=True)
+    listing["get"]["description"] = (
+        "The same kind on the same koo (or new followers) within one window of "
+        "FEED_NOTIFY_GROUP_HOURS is one notification: `actors` holds the 3 newest actors, "
+        "`actor_count` the distinct actors. `unseen` counts the notifications updated after "
+        "the highest `up_to` ever posted to `.../notifications/seen`.")
+    seen = {"post": {
+        "summary": "Mark seen every notification updated at up_to or before",
+        "parameters": [_path("user_id")],
+        "security": [{"bearer": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["up_to"],
+            "properties": {"up_to": {"type": "integer", "minimum": 0,
+                                     "description": "ms; at most a day ahead"}}}}}},
+        "responses": {"204": {"description": "Marked (the highest up_to ever posted counts)"},
+                      "404": {"$ref": "#/components/responses/NotFound"}, **_ERRORS},
+    }}
+    return {"/v1/users/{user_id}/notifications": listing,
+            "/v1/users/{user_id}/notifications/seen": seen}
+
+
 def openapi_schema() -> dict[str, Any]:
     koo_props: dict[str, Any] = {
         "koo_id": _ID, "author_id": _ID, "text": {"type": "string"},
@@ -261,7 +302,8 @@ def openapi_schema() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {"Koo": koo, "FeedItem": feed_item, "ScoredKoo": scored_koo,
-                        "Error": error, "Event": _event_union(), **_event_schemas()},
+                        "Error": error, "Event": _event_union(), **_event_schemas(),
+                        "Notification": _notification_schema()},
             "responses": {
                 "Unauthorized": err("Missing or wrong bearer token",
                                     {"WWW-Authenticate": "Bearer"}),
@@ -283,6 +325,27 @@ def openapi_schema() -> dict[str, Any]:
                   "schema": {"type": "boolean", "default": False}}],
                 _page(_ref("FeedItem")), paged=True,
             ),
+            "/v1/users/{user_id}/feed/stream": {"get": {
+                "summary": "The feed in real time (Server-Sent Events)",
+                "description": "Stays open. `event: koo` (an `id:` and a FeedItem without "
+                               "`explain`) when a koo enters the feed, `event: remove` "
+                               "(`{\"koo_id\"}`) when one leaves it, a comment line at "
+                               "least every 15 s while idle. Reconnect with "
+                               "`Last-Event-ID` to get what came since (at most 200), "
+                               "or `event: reset` when that is not possible: reload the "
+                               "feed. 503 with Retry-After past the process's maximum "
+                               "of open streams.",
+                "parameters": [_path("user_id"),
+                               {"name": "Last-Event-ID", "in": "header", "required": False,
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "404": {"$ref": "#/components/responses/NotFound"},
+                    **_ERRORS,
+                },
+                "security": [{"bearer": []}],
+            }},
             "/v1/users/{user_id}": _get(
                 "A user's profile", [_path("user_id")],
                 {"type": "object",
@@ -320,6 +383,7 @@ def openapi_schema() -> dict[str, Any]:
                 {"type": "object", "required": ["items"],
                  "properties": {"items": {"type": "array", "items": _ref("ScoredKoo")}}},
             ),
+            **_notification_paths(),
             "/v1/events": {"post": {
                 "summary": f"Publish 1-{MAX_BATCH} events (all validated first; none "
                            "enqueued if any is invalid)",

@@ -12,7 +12,9 @@ from typing import Any
 
 from feed.cache._base import OUTAGE_BACKOFF_SECONDS, RedisClient
 from feed.cache.discovery import DiscoveryCache
+from feed.cache.erasure import ErasureCache
 from feed.cache.koos import KooCache
+from feed.cache.live import LiveCache
 from feed.cache.readers import ReaderCache
 from feed.cache.timelines import TimelineCache, TimelineWindow
 from feed.models import RelationSets
@@ -40,7 +42,7 @@ class ReaderSnapshot:
     recommended: list[dict[str, Any]] | None
 
 
-class Cache(TimelineCache, KooCache, ReaderCache, DiscoveryCache):
+class Cache(TimelineCache, KooCache, ReaderCache, DiscoveryCache, LiveCache, ErasureCache):
     """The hot cache, over a standalone Redis or a Redis Cluster."""
 
     async def snapshot(

@@ -86,6 +86,70 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# The realtime stream's part of a delivery. A reader with a live stream (the key exists
+# only while they stream, or did a short while ago) gets the koo appended to it once:
+# the seen set says whether an earlier delivery of the same koo (announce, push, a
+# retried chunk) already did. ``a``: score, member, author, maxlen, seen_keep, ttl.
+# 1 written, 0 streamed before, -1 no live stream.
+_LIVE_KOO = """
+local function live_koo(live, seen, a)
+  if redis.call('EXISTS', live) == 0 then return -1 end
+  if redis.call('ZADD', seen, 'NX', a[1], a[2]) == 0 then return 0 end
+  local seen_keep = tonumber(a[5])
+  if redis.call('ZCARD', seen) > seen_keep then
+    redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_keep + 1))
+  end
+  redis.call('EXPIRE', seen, a[6])
+  redis.call('XADD', live, 'MAXLEN', '~', a[4], '*', 't', 'koo', 'k', a[2], 'a', a[3], 'c', a[1])
+  return 1
+end
+"""
+
+# PUSH, and the live stream of each reader who has one, in the same call: for a reader
+# who never streamed the extra cost is one EXISTS. KEYS: per reader its timeline, live
+# stream and seen set; ARGV: score, member, keep, author, maxlen, seen_keep, ttl.
+# Returns {timelines pushed, index of each reader (1-based) whose live stream grew...}.
+PUSH_LIVE = _TRIM + _LIVE_KOO + """
+local keep = tonumber(ARGV[3])
+local a = {ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
+local pushed = 0
+local out = {0}
+for i = 1, #KEYS, 3 do
+  local key = KEYS[i]
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', key, ARGV[1], ARGV[2])
+    trim(key, keep)
+    pushed = pushed + 1
+  end
+  if live_koo(KEYS[i + 1], KEYS[i + 2], a) == 1 then out[#out + 1] = (i + 2) / 3 end
+end
+out[1] = pushed
+return out
+"""
+
+# A koo for live streams only (a celebrity's, pulled by every other reader). KEYS: per
+# reader its live stream and seen set; ARGV: score, member, author, maxlen, seen_keep,
+# ttl. Returns one flag per reader: 1 written, 0 streamed before, -1 no live stream.
+LIVE_KOO = _LIVE_KOO + """
+local out = {}
+for i = 1, #KEYS, 2 do out[#out + 1] = live_koo(KEYS[i], KEYS[i + 1], ARGV) end
+return out
+"""
+
+# A note (``remove`` of a koo, ``rel`` when the reader's relations changed) appended to
+# each existing live stream. KEYS live streams; ARGV: type, koo_id ("" if none), maxlen.
+# Returns the index (1-based) of each stream that took it.
+LIVE_NOTE = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[3], '*', 't', ARGV[1], 'k', ARGV[2])
+    out[#out + 1] = i
+  end
+end
+return out
+"""
+
 SCRIPTS = {
     "push": PUSH,
     "merge": MERGE,
@@ -94,4 +158,7 @@ SCRIPTS = {
     "hincr_if_exists": HINCR_IF_EXISTS,
     "hincrfloat_if_exists": HINCRFLOAT_IF_EXISTS,
     "unlock": UNLOCK,
+    "push_live": PUSH_LIVE,
+    "live_koo": LIVE_KOO,
+    "live_note": LIVE_NOTE,
 }

@@ -256,3 +256,17 @@ class Koos:
         except ConditionFailed:
             return False
         return True
+
+    async def erase(self, koo_id: str) -> None:
+        """Delete a koo's row outright (an erasure: no tombstone of the koo is kept; the
+        author's tombstone refuses a replay of its koo_created)."""
+        await self.db.delete(KOOS, {"koo_id": koo_id})
+
+    async def scan_by_author(self, author_id: str) -> list[Item]:
+        """Every koo row of an author, deleted ones and tombstones included (those are on
+        no index), from a Scan of the whole table."""
+        found: list[Item] = []
+        async for page, _ in self.db.scan_pages(KOOS, limit=1000,
+                                                attributes=["koo_id", "author_id"]):
+            found.extend(i for i in page if i.get("author_id") == author_id)
+        return found

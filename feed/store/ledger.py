@@ -15,11 +15,12 @@ from feed.events import Event, event_digest
 from feed.store._codec import values
 from feed.store._dynamo import Dynamo
 
-__all__ = ["EVENT_ID_REUSED", "DeadLetters", "Ledger"]
+__all__ = ["EVENT_ID_REUSED", "USER_DELETED", "DeadLetters", "Ledger", "ids_only"]
 
 log = logging.getLogger(__name__)
 
 EVENT_ID_REUSED = "event_id_reused"  # the dead-letter reason of a reused event_id
+USER_DELETED = "user_deleted"  # the dead-letter reason of an event naming an erased user
 
 # Well under DynamoDB's 400 KB item limit even in 4-byte characters.
 MAX_PAYLOAD_CHARS = 32 * 1024
@@ -119,6 +120,8 @@ class DeadLetters:
     async def add(self, dl_id: str, payload: Any, reason: str, *, attempts: int = 1) -> None:
         """Record a payload that can never apply. A payload too big for one DynamoDB item
         (400 KB) is kept as the start of its JSON text, with its full size."""
+        if reason == USER_DELETED:
+            payload = ids_only(payload)  # never applies: the ids, type and reason suffice
         encoded = orjson.dumps(payload, default=repr).decode()
         item: dict[str, Any] = {
             "dl_id": dl_id,
@@ -159,3 +162,34 @@ class DeadLetters:
         except ConditionFailed:
             return False
         return True
+
+    async def scrub(self, user_id: str) -> int:
+        """Reduce every dead letter that names ``user_id`` to ids, type and reason (a Scan
+        of the table); returns how many were rewritten."""
+        scrubbed = 0
+        async for page, _ in self.db.scan_pages(DEAD_LETTERS, limit=500):
+            for item in page:
+                text = str(item.get("payload", ""))
+                if user_id not in text and user_id not in str(item.get("reason", "")):
+                    continue
+                try:
+                    payload = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    payload = None
+                item["payload"] = orjson.dumps(ids_only(payload)).decode()
+                item["reason"] = str(item.get("reason", "")).replace(user_id, "(erased)")
+                item.pop("payload_truncated", None)
+                item.pop("payload_chars", None)
+                await self.db.put(DEAD_LETTERS, item)
+                scrubbed += 1
+        return scrubbed
+
+
+def ids_only(value: Any) -> Any:
+    """A payload cut down to its ids and type (what an erased user's dead letters keep)."""
+    if isinstance(value, dict):
+        return {k: ids_only(v) for k, v in value.items()
+                if k == "type" or k.endswith(("_id", "_ids"))}
+    if isinstance(value, list | tuple):
+        return [ids_only(v) for v in value]
+    return value if isinstance(value, str | int) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from config.tables import REACTIONS, REACTIONS_BY_TIME, REACTIONS_BY_USER
@@ -64,3 +65,53 @@ class Reactions:
             limit=limit, forward=False,
         )
         return items
+
+    # --- erasure ------------------------------------------------------------------------
+
+    async def rows_for_koo(self, koo_id: str) -> list[Item]:
+        """Every reaction row under a koo, active or not."""
+        return [item async for item in self.db.query(
+            REACTIONS, "koo_id = :k", values=values(k=koo_id), page_size=1000,
+            attributes=["koo_id", "rk", "user_id", "active"], consistent=True,
+        )]
+
+    def erase_item(self, koo_id: str, user_id: str, kind: str, *, active: bool | None
+                   ) -> dict[str, Any]:
+        """Transaction item deleting one reaction row; with ``active`` set, only while it
+        is in that state (the koo's counter moves with it)."""
+        body: dict[str, Any] = {"TableName": REACTIONS, "Key": self.key(koo_id, user_id, kind)}
+        if active is not None:
+            body["ConditionExpression"] = "active = :on" if active else (
+                "attribute_not_exists(active) OR active = :on")
+            body["ExpressionAttributeValues"] = values(on=active)
+        return {"Delete": body}
+
+    async def remove_rows(self, rows: list[tuple[str, str]]) -> int:
+        """Delete reaction rows by (koo_id, rk)."""
+        return await self.db.batch_write(
+            REACTIONS, deletes=[{"koo_id": k, "rk": rk} for k, rk in rows])
+
+    async def scan_by(self, user_id: str, *, segments: int = 4
+                      ) -> list[tuple[str, str, bool]]:
+        """Every reaction row of ``user_id`` (inactive ones are on no index): (koo_id,
+        kind, active), from a parallel Scan of the whole table."""
+        async def segment(n: int) -> list[tuple[str, str, bool]]:
+            found = []
+            async for page, _ in self.db.scan_pages(REACTIONS, segment=n, segments=segments,
+                                                    limit=1000,
+                                                    attributes=["koo_id", "rk", "active"]):
+                for item in page:
+                    user, kind = keys.split_reaction_sk(item["rk"])
+                    if user == user_id:
+                        found.append((item["koo_id"], kind, bool(item.get("active"))))
+            return found
+
+        parts = await asyncio.gather(*(segment(n) for n in range(segments)))
+        return [row for part in parts for row in part]
+
+    async def all_by_user(self, user_id: str) -> list[Item]:
+        """Every active reaction of a user, newest first (every page of the index)."""
+        return [item async for item in self.db.query(
+            REACTIONS, "user_key = :u", values=values(u=user_id), index=REACTIONS_BY_USER,
+            page_size=1000, forward=False,
+        )]

@@ -50,3 +50,21 @@ class Recommendations:
             found.append({"target": item["target"], "score": float(item["score"]),
                           "reason": item["reason"]})
         return found
+
+    async def erase(self, user_id: str) -> int:
+        """Delete every stored list of a reader; returns the rows removed."""
+        rows = [{"user_id": user_id, "rk": item["rk"]} async for item in self.db.query(
+            RECOMMENDATIONS, "user_id = :u", values=values(u=user_id), page_size=500,
+            attributes=["rk"],
+        )]
+        await self.db.batch_write(RECOMMENDATIONS, deletes=rows)
+        return len(rows)
+
+    async def readers_recommended(self, targets: set[str]) -> set[str]:
+        """Readers whose stored lists name any of ``targets`` (users or koos), from a Scan
+        of the whole table."""
+        readers: set[str] = set()
+        async for page, _ in self.db.scan_pages(RECOMMENDATIONS, limit=1000,
+                                                attributes=["user_id", "target"]):
+            readers.update(i["user_id"] for i in page if i.get("target") in targets)
+        return readers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -122,3 +123,43 @@ class Relations:
                 yield ids
             if cursor is None:
                 return
+
+    # --- erasure ------------------------------------------------------------------------
+
+    async def rows_of(self, user_id: str) -> list[tuple[str, str, bool]]:
+        """Every relation row from ``user_id``, active or not: (kind, other, active)."""
+        return [
+            (*keys.split_relation_sk(item["rel"]), bool(item.get("active")))
+            async for item in self.db.query(
+                RELATIONS, "user_id = :u", values=values(u=user_id), page_size=1000,
+                attributes=["rel", "active"], consistent=True,
+            )
+        ]
+
+    def erase_item(self, user_id: str, kind: str, other_id: str, *, active: bool | None
+                   ) -> dict[str, Any]:
+        """Transaction item deleting one relation row; with ``active`` set, only while the
+        row is in that state (so the counters moved with it stay exact)."""
+        body: dict[str, Any] = {"TableName": RELATIONS, "Key": self.key(user_id, kind, other_id)}
+        if active is not None:
+            body["ConditionExpression"] = "active = :on" if active else (
+                "attribute_not_exists(active) OR active = :on")
+            body["ExpressionAttributeValues"] = values(on=active)
+        return {"Delete": body}
+
+    async def scan_naming(self, user_id: str, *, segments: int = 4
+                          ) -> list[tuple[str, str, str]]:
+        """Every row toward ``user_id`` (inactive ones are on no index): (user, kind, other)
+        from a parallel Scan of the whole table."""
+        async def segment(n: int) -> list[tuple[str, str, str]]:
+            found = []
+            async for page, _ in self.db.scan_pages(RELATIONS, segment=n, segments=segments,
+                                                    limit=1000, attributes=["user_id", "rel"]):
+                for item in page:
+                    kind, other = keys.split_relation_sk(item["rel"])
+                    if other == user_id or item["user_id"] == user_id:
+                        found.append((item["user_id"], kind, other))
+            return found
+
+        parts = await asyncio.gather(*(segment(n) for n in range(segments)))
+        return [row for part in parts for row in part]

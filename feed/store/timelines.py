@@ -115,3 +115,12 @@ class Timelines:
             if seen > keep:
                 extra.append(item["sk"])
         return extra
+
+    async def erase_reader(self, reader: str) -> int:
+        """Delete every row of a reader's timeline; returns how many."""
+        sort_keys = [item["sk"] async for item in self.db.query(
+            TIMELINES, "reader_id = :r", values=values(r=reader), page_size=1000,
+            attributes=["sk"],
+        )]
+        await self.remove_keys(reader, sort_keys)
+        return len(sort_keys)

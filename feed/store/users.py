@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from config.tables import USERS, USERS_CELEBRITIES
@@ -15,7 +15,13 @@ from feed.models import User
 from feed.store._codec import values
 from feed.store._dynamo import Dynamo
 
-__all__ = ["Users"]
+__all__ = ["ERASED", "Users"]
+
+ERASED = "erased_at"  # the tombstone mark of an erased user (ms): refuses later events
+NOT_ERASED = f"attribute_not_exists({ERASED})"
+# What the tombstone keeps besides the id: when, and the erasure's progress (no profile).
+TOMBSTONE_FIELDS = ("user_id", ERASED, "erase_step", "erase_pos", "erase_counts",
+                    "erase_by", "erase_wait")
 
 class Users:
     """Profiles and counters. ``regions``: clients of the home regions whose users'
@@ -67,7 +73,8 @@ class Users:
         try:
             await self.db.update(
                 USERS, key, update,
-                condition="attribute_not_exists(profile_ver) OR profile_ver < :t",
+                condition=f"{NOT_ERASED} AND "
+                "(attribute_not_exists(profile_ver) OR profile_ver < :t)",
                 names=names, values=vals,
             )
         except ConditionFailed:
@@ -105,7 +112,7 @@ class Users:
         """The profile of a signed-up user, read from its home region (None for unknown ids)."""
         key = {"user_id": user_id}
         item = await self.db.get(USERS, key, consistent=consistent)
-        if item is None or "profile_ver" not in item:
+        if item is None or "profile_ver" not in item or ERASED in item:
             return None
         home = self.home_of(item.get("region"))
         if home is not None:
@@ -173,19 +180,115 @@ class Users:
         home rows; lang is None where the profile lives in its home region."""
         async for page, _ in self.db.scan_pages(
             USERS, limit=page_size,
-            attributes=["user_id", "followers", "lang", "region", "profile_ver"],
+            attributes=["user_id", "followers", "lang", "region", "profile_ver", ERASED],
         ):
             for item in page:
-                if "profile_ver" in item:
+                if "profile_ver" in item and ERASED not in item:
                     yield (item["user_id"], max(0, int(item.get("followers", 0))),
                            item.get("lang"), item.get("region"))
 
     async def all_ids(self, *, page_size: int = 500) -> list[str]:
         """Every user id (for batch jobs; pages through a Scan)."""
         ids: list[str] = []
-        async for page, _ in self.db.scan_pages(USERS, limit=page_size, attributes=["user_id"]):
-            ids.extend(i["user_id"] for i in page)
+        async for page, _ in self.db.scan_pages(USERS, limit=page_size,
+                                                attributes=["user_id", ERASED]):
+            ids.extend(i["user_id"] for i in page if ERASED not in i)
         return ids
+
+    # --- erasure: the tombstone, the guard on every event's writes, the profile --------
+
+    def guard(self, items: list[dict[str, Any]], user_ids: Iterable[str]
+              ) -> tuple[list[dict[str, Any]], frozenset[int]]:
+        """``items`` with a condition that each of ``user_ids`` is not erased (on the item
+        that already updates their row, else a ConditionCheck of their row), and the
+        indexes of the items that carry it: a transaction naming an erased user cancels."""
+        out = list(items)
+        guarded: set[int] = set()
+        for user_id in dict.fromkeys(user_ids):
+            for index, item in enumerate(out):
+                ((kind, body),) = item.items()
+                if (body.get("TableName") == USERS and "Key" in body
+                        and body["Key"].get("user_id") == user_id):
+                    condition = body.get("ConditionExpression")
+                    body = {**body, "ConditionExpression":
+                            f"{NOT_ERASED} AND ({condition})" if condition else NOT_ERASED}
+                    out[index] = {kind: body}
+                    guarded.add(index)
+                    break
+            else:
+                out.append({"ConditionCheck": {"TableName": USERS, "Key": {"user_id": user_id},
+                                               "ConditionExpression": NOT_ERASED}})
+                guarded.add(len(out) - 1)
+        return out, frozenset(guarded)
+
+    async def any_erased(self, user_ids: Iterable[str]) -> bool:
+        """Whether any of these users is erased or being erased (one BatchGetItem)."""
+        wanted = [{"user_id": u} for u in dict.fromkeys(user_ids)]
+        if not wanted:
+            return False
+        items = await self.db.batch_get(USERS, wanted, attributes=["user_id", ERASED],
+                                        consistent=True)
+        return any(ERASED in i for i in items)
+
+    async def mark_erased(self, user_id: str, by: str) -> bool:
+        """Start an erasure: the tombstone mark on the user's row (kept forever), which
+        refuses every later event naming them. False if one was started before."""
+        try:
+            await self.db.update(
+                USERS, {"user_id": user_id},
+                f"SET {ERASED} = :t, erase_step = :s, erase_pos = :p, erase_by = :b",
+                condition=NOT_ERASED,
+                values=values(t=int(time.time() * 1000), s="start", p="", b=by),
+            )
+        except ConditionFailed:
+            return False
+        return True
+
+    async def erasure(self, user_id: str) -> dict[str, Any] | None:
+        """The tombstone of an erased (or being erased) user; None if not erased."""
+        item = await self.db.get(USERS, {"user_id": user_id}, consistent=True)
+        if not item or ERASED not in item:
+            return None
+        return item
+
+    async def erasure_done(self, user_id: str) -> bool:
+        """Whether the user's erasure has finished."""
+        stone = await self.erasure(user_id)
+        return stone is not None and stone.get("erase_step") == "done"
+
+    async def save_erasure(self, user_id: str, step: str, pos: str,
+                           counts: Mapping[str, int], wait: Iterable[str] = ()) -> None:
+        """Persist the erasure's progress on its tombstone: the step, the position in it,
+        what was removed so far (counts) and the koos whose fan-outs it waits for."""
+        waiting = sorted(set(wait))
+        update = "SET erase_step = :s, erase_pos = :p, erase_counts = :c"
+        vals = values(s=step, p=pos, c=dict(counts))
+        if waiting:
+            update += ", erase_wait = :w"
+            vals[":w"] = {"SS": waiting}
+        else:
+            update += " REMOVE erase_wait"
+        await self.db.update(USERS, {"user_id": user_id}, update,
+                             condition=f"attribute_exists({ERASED})", values=vals)
+
+    async def erase_profile(self, user_id: str) -> int:
+        """Remove the profile (in its home region too) and every attribute of the user's
+        row but the tombstone's; returns the profiles removed."""
+        item = await self.db.get(USERS, {"user_id": user_id}, consistent=True)
+        if not item or ERASED not in item:
+            return 0
+        # Every mapped region, not only the current one: a user who moved left nothing
+        # behind, but an interrupted move could have.
+        removed = 0
+        for db in self.regions.values():
+            if await db.get(USERS, {"user_id": user_id}, consistent=True) is not None:
+                await db.delete(USERS, {"user_id": user_id})
+                removed += 1
+        if "handle" in item:  # the profile was in our own table
+            removed += 1
+        stone = {k: v for k, v in item.items() if k in TOMBSTONE_FIELDS}
+        await self.db.put(USERS, stone, condition=f"attribute_exists({ERASED})")
+        return removed
 
 
 

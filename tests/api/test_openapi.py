@@ -76,6 +76,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                    "user_id": "ravi", "target_id": "loud1"},
     "user_unmuted": {"type": "user_unmuted", "event_id": "uv-1", "occurred_at": T,
                      "user_id": "ravi", "target_id": "loud1"},
+    "user_deleted": {"type": "user_deleted", "event_id": "ud-1", "occurred_at": T,
+                     "user_id": "loud1"},
 }
 
 # A value for every optional field, so each event type can be written out in full.

@@ -20,6 +20,7 @@ from config.tables import (
     KOOS_BY_LANG_DAY,
     KOOS_FANOUT_PENDING,
     LEDGER,
+    NOTIFICATIONS,
     REACTIONS,
     RECOMMENDATIONS,
     TABLES,
@@ -40,7 +41,8 @@ from feed.store.tables import PITR_DATASETS, plan_table
 from tests.conftest import BACKEND, uid
 from tests.fault.conftest import dynamodb_local
 
-TTL_DATASETS = {TIMELINES: "expires_at", LEDGER: "expires_at", RECOMMENDATIONS: "expires_at"}
+TTL_DATASETS = {TIMELINES: "expires_at", LEDGER: "expires_at", RECOMMENDATIONS: "expires_at",
+                NOTIFICATIONS: "expires_at"}
 
 
 async def prefix_tables(db: Dynamo) -> set[str]:

@@ -418,3 +418,52 @@ async def test_an_expired_cursor_ends_the_walk_with_invalid_cursor(
 def test_the_token_is_required() -> None:
     with pytest.raises(ValueError, match="token"):
         FeedClient("http://feed.test", "")
+
+
+# --- notifications -----------------------------------------------------------------------
+
+def _notification(n: int, **extra: Any) -> dict[str, Any]:
+    return {"notification_id": f"n{n}", "kind": "like", "koo_id": "tour-koo",
+            "actors": ["user0010"], "actor_count": 1, "updated_at": 1764150060000 - n,
+            "seen": False, **extra}
+
+
+async def test_notifications_follow_cursors_and_parse(make_client: MakeClient) -> None:
+    from koo_feed_client import Notification
+
+    answers = Recorder(
+        httpx.Response(200, json={"items": [_notification(1)], "unseen": 2,
+                                  "next_cursor": "c2"}),
+        httpx.Response(200, json={"items": [_notification(2, kind="follow", koo_id=None)],
+                                  "unseen": 2, "next_cursor": None}))
+    client = make_client(answers)
+    items = [n async for n in client.notifications("user0042", limit=1)]
+    assert [str(r.url) for r in answers.requests] == [
+        "http://feed.test/v1/users/user0042/notifications?limit=1",
+        "http://feed.test/v1/users/user0042/notifications?limit=1&cursor=c2"]
+    assert items[0] == Notification("n1", "like", "tour-koo", ("user0010",), 1,
+                                    1764150059999, False)
+    assert items[1].koo_id is None
+
+
+async def test_a_notification_page_of_the_wrong_shape_is_an_error(
+        make_client: MakeClient) -> None:
+    client = make_client(Recorder(httpx.Response(
+        200, json={"items": [_notification(1, seen="no")], "unseen": 1, "next_cursor": None})))
+    with pytest.raises(ClientError):
+        await client.notifications_page("user0042")
+
+
+async def test_mark_seen_posts_up_to_and_takes_no_content(make_client: MakeClient) -> None:
+    answers = Recorder(httpx.Response(503, headers={"Retry-After": "1"}),
+                       httpx.Response(204))
+    client = make_client(answers)
+    await client.mark_seen("user0042", 1764150060000)
+    assert [r.method for r in answers.requests] == ["POST", "POST"]
+    assert answers.requests[-1].url.path == "/v1/users/user0042/notifications/seen"
+    assert json.loads(answers.requests[-1].content) == {"up_to": 1764150060000}
+    with pytest.raises(ValueError, match="up_to"):
+        await client.mark_seen("user0042", 1.5)  # type: ignore[arg-type]
+    missing = make_client(Recorder(error(404, "not_found")))
+    with pytest.raises(NotFound):
+        await missing.mark_seen("nobody", 1)

@@ -357,3 +357,48 @@ def test_the_readme_example_runs(live: LiveApi, world: World, tmp_path: Path) ->
     assert lines[0] == f"{world.a}: 0 followers, 1 following"
     assert sum(f" following   {world.b}: koo " in line for line in lines) == 5
     assert f"follow {world.c}? followed by 1 person you follow" in lines
+
+
+async def test_the_stream_brings_a_new_koo(client: FeedClient, live: LiveApi,
+                                           world: World) -> None:
+    """A koo published while the reader streams arrives as a ``koo`` event."""
+    fresh = f"{world.b}-live{uuid.uuid4().hex[:6]}"
+    events = client.stream(world.a)
+
+    async def first_koo() -> Any:
+        async for event in events:
+            if event.event == "koo":
+                return event
+        return None
+
+    waiting = asyncio.create_task(first_koo())
+    await asyncio.sleep(1.0)  # the stream is open before the koo is published
+    now = int(time.time() * 1000)
+    assert await _publish(live, [_event("koo_created", now, koo_id=fresh, author_id=world.b,
+                                        text="live", lang="kn")]) == 1
+    await asyncio.to_thread(_run, live.feed, ["worker", "--burst"], live.env, WORKER_TIMEOUT)
+    event = await asyncio.wait_for(waiting, 30)
+    assert event.koo_id == fresh
+    assert event.item is not None
+    assert event.item.reason == "following"
+    assert event.id
+
+
+async def test_notifications_aggregate_and_mark_seen(client: FeedClient, world: World) -> None:
+    """b's notifications: a's follow, the likes of a and c on b's first koo as one
+    notification, a's comment; iterated one per page; marking the newest seen leaves
+    none unseen."""
+    items = [n async for n in client.notifications(world.b, limit=1)]
+    found = {(n.kind, n.koo_id): n for n in items}
+    assert set(found) == {("follow", None), ("like", world.b_koos[0]),
+                          ("comment", world.b_koos[0])}
+    like = found[("like", world.b_koos[0])]
+    assert like.actor_count == 2
+    assert set(like.actors) == {world.a, world.c}
+    assert found[("follow", None)].actors == (world.a,)
+    assert [n.updated_at for n in items] == sorted((n.updated_at for n in items), reverse=True)
+    assert (await client.notifications_page(world.b)).unseen == 3
+    await client.mark_seen(world.b, max(n.updated_at for n in items))
+    page = await client.notifications_page(world.b)
+    assert page.unseen == 0
+    assert all(n.seen for n in page.items)

@@ -28,6 +28,8 @@ from koo_feed_client._models import (
     Reaction,
     User,
 )
+from koo_feed_client._notifications import Notification, NotificationPage
+from koo_feed_client._stream import StreamEvent
 from koo_feed_client._version import __version__
 
 __all__ = [
@@ -44,10 +46,13 @@ __all__ = [
     "Koo",
     "KooRecommendation",
     "NotFound",
+    "Notification",
+    "NotificationPage",
     "Page",
     "Problem",
     "RateLimited",
     "Reaction",
+    "StreamEvent",
     "Unauthorized",
     "Unavailable",
     "User",

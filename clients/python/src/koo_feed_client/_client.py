@@ -32,6 +32,8 @@ from koo_feed_client._models import (
     as_object,
     parse_items,
 )
+from koo_feed_client._notifications import Notification, NotificationPage
+from koo_feed_client._stream import StreamEvent, iter_stream
 from koo_feed_client._version import __version__
 
 __all__ = ["Backoff", "FeedClient"]
@@ -207,7 +209,51 @@ class FeedClient:
                 return
             cursor = page.next_cursor
 
+    # --- notifications -----------------------------------------------------------------
+
+    async def notifications_page(self, user_id: str, *, limit: int | None = None,
+                                 cursor: str | None = None,
+                                 deadline: float | None = None) -> NotificationPage:
+        """One page of the user's notifications, newest activity first, with the count
+        of unseen ones."""
+        data = await self._get(f"/v1/users/{_id(user_id)}/notifications",
+                               _params(limit=limit, cursor=cursor), deadline)
+        return self._parse(data, NotificationPage.from_json)
+
+    async def notifications(self, user_id: str, *, limit: int | None = None,
+                            cursor: str | None = None,
+                            deadline: float | None = None) -> AsyncIterator[Notification]:
+        """Every notification of the user, newest activity first, as :meth:`iter_feed`
+        pages (``limit`` is the page size)."""
+        while True:
+            page = await self.notifications_page(user_id, limit=limit, cursor=cursor,
+                                                  deadline=deadline)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def mark_seen(self, user_id: str, up_to: int, *,
+                        deadline: float | None = None) -> None:
+        """Mark seen every notification of the user updated at ``up_to`` (ms) or before;
+        the highest ``up_to`` ever posted counts, so retrying is safe."""
+        if not isinstance(up_to, int) or isinstance(up_to, bool):
+            raise ValueError(f"up_to must be an integer time in ms, not {up_to!r}")
+        await self._call("POST", f"/v1/users/{_id(user_id)}/notifications/seen",
+                         json={"up_to": up_to}, deadline=deadline)
+
     # --- events ------------------------------------------------------------------------
+
+    def stream(self, user_id: str, *, last_event_id: str | None = None
+               ) -> AsyncIterator[StreamEvent]:
+        """The user's feed in real time: ``koo``, ``remove`` and ``reset`` events, for as
+        long as the caller iterates. It reconnects by itself (with the last event's id,
+        so nothing delivered meanwhile is missed, and a koo sent twice is skipped),
+        waiting as ``Retry-After`` or the backoff says; ``last_event_id`` resumes an
+        earlier stream. Errors other than 429 and 503 (401, 404, 422) are raised."""
+        return iter_stream(self._http, f"/v1/users/{_id(user_id)}/feed/stream",
+                           last_event_id=last_event_id, wait=self._wait, sleep=self._sleep)
 
     async def publish(self, events: Iterable[Mapping[str, Any]], *,
                       deadline: float | None = None) -> int:
@@ -256,6 +302,8 @@ class FeedClient:
             except httpx.HTTPError as exc:  # e.g. a body that does not decode
                 raise ClientError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
             else:
+                if response.status_code == 204:  # no content (notifications/seen)
+                    return {}
                 if response.status_code < 400 or response.status_code in accept:
                     return self._body(method, path, response)
                 failure = error_from_response(response)

@@ -1,0 +1,361 @@
+"""One API process's side of the realtime stream: :class:`StreamHub`.
+
+The hub holds one pub/sub connection to the cache Redis, whatever the number of open
+streams. A message on ``keys.LIVE_WAKE_CHANNEL`` names readers whose live streams grew;
+for those this process serves, one pump reads the new entries (one pipelined XRANGE per
+batch of readers), hydrates the koos once, applies the feed's rule of who sees whom
+with the reader's current relations, and hands each open stream its frames. A stream
+whose client stops reading is closed once ``MAX_PENDING_FRAMES`` wait for it. When the
+pub/sub connection fails (the cache Redis restarted), every stream is ended: clients
+reconnect with ``Last-Event-ID`` and resume from the live stream, or reload on a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from feed import keys, ranking
+from feed.cache.fallback import without_cache
+from feed.cache.live import LIVE_MAXLEN, LIVE_TTL_SECONDS, LiveEntry, entry_key
+from feed.errors import StorageUnavailable
+from feed.models import Koo, RelationSets
+from feed.stream.ids import StreamIds
+from feed.stream.listener import MAX_PENDING_FRAMES, Listener
+from feed.timeline import FeedManager
+
+__all__ = ["KEEPALIVE_SECONDS", "MAX_PENDING_FRAMES", "Listener", "StreamHub"]
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_SECONDS = 14.0  # a comment line at least this often while a stream is idle
+RESUME_LIMIT = 200  # entries a reconnecting client may catch up on; more: reset
+PUMP_BATCH = 2_000  # readers whose live streams one pump round reads
+PING_SECONDS = 5.0  # the pub/sub connection is checked this often while quiet
+KEEP_SECONDS = LIVE_TTL_SECONDS / 4  # live streams and fan sets are extended this often
+RESUBSCRIBE_SECONDS = 1.0
+STOP_SECONDS = 5.0  # how long stop() waits for the hub's tasks
+
+
+@dataclass(slots=True)
+class _Reader:
+    """What the hub knows about one reader it streams to."""
+
+    listeners: set[Listener] = field(default_factory=set)
+    relations: RelationSets | None = None
+    affinity: dict[str, float] = field(default_factory=dict)
+    fans_of: frozenset[str] = frozenset()  # pulled authors the reader follows and sees
+    loading: asyncio.Task[None] | None = None
+
+
+class StreamHub:
+    """Every open stream of this process, over one pub/sub connection."""
+
+    def __init__(self, manager: FeedManager, *, max_streams: int) -> None:
+        self.manager = manager
+        self.cache = manager.cache
+        self.settings = manager.settings
+        self.ids = StreamIds(self.settings.cursor_secret)
+        self.max_streams = max_streams
+        self.keepalive = KEEPALIVE_SECONDS
+        self.open_streams = 0
+        self._readers: dict[str, _Reader] = {}
+        self._pending: set[str] = set()
+        self._pump_due = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._celebrities: frozenset[str] = frozenset()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._signals: list[tuple[signal.Signals, Any, Any]] = []
+        self._stopping = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._listen()),
+                           asyncio.create_task(self._pump()),
+                           asyncio.create_task(self._keep())]
+            self._end_on_signals()
+
+    def _end_on_signals(self) -> None:
+        """End every stream when the server is told to stop. The server waits for open
+        responses to finish before it stops, and a stream never finishes by itself: its
+        clients reconnect to another process instead of waiting for the grace period."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.getsignal(sig)
+            if not callable(previous):
+                continue  # nobody stops on it here: leave it alone
+
+            def chained(signum: int, frame: Any, previous: Any = previous) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop is closed already
+                    loop.call_soon_threadsafe(self._end_all, "shutdown")
+                previous(signum, frame)
+
+            signal.signal(sig, chained)
+            self._signals.append((sig, chained, previous))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._end_all("shutdown")
+        for sig, chained, previous in self._signals:
+            if signal.getsignal(sig) is chained:
+                signal.signal(sig, previous)
+        self._signals = []
+        for task in self._tasks:
+            task.cancel()
+        # A cancellation can be swallowed inside the Redis client (turned into a timeout
+        # it then reports): the loops also stop on the flag, and the wait is bounded.
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
+            if stuck:
+                log.warning("live stream tasks did not stop in time",
+                            extra={"tasks": len(stuck)})
+        self._tasks = []
+
+    # --- opening and closing streams ------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Count a stream about to open; False past the process's maximum."""
+        if self.open_streams >= self.max_streams:
+            return False
+        self.open_streams += 1
+        return True
+
+    def release(self) -> None:
+        self.open_streams -= 1
+
+    async def open(self, reader: str, last_event_id: str | None) -> tuple[Listener, bool]:
+        """A listener for ``reader``'s stream (reserved first), from the entry
+        ``last_event_id`` names if it can resume from there; the flag says it cannot (the
+        client must reload its feed). Raises StorageUnavailable without the cache."""
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                await self._subscribed.wait()
+        except TimeoutError:
+            raise StorageUnavailable("the live streams' channel is not subscribed",
+                                     "unsubscribed") from None
+        after = await self.cache.open_live(reader)
+        reset = False
+        if last_event_id is not None:
+            entry = self.ids.open(reader, last_event_id, now=time.time())
+            since: list[LiveEntry] | None = None
+            if entry is not None:
+                since = await self.cache.live_since(reader, entry, limit=RESUME_LIMIT)
+            if since is None:
+                reset = True
+            elif entry is not None:
+                after = entry
+        listener = Listener(reader, after)
+        state = self._readers.get(reader)
+        if state is None:
+            state = self._readers[reader] = _Reader()
+            state.loading = asyncio.create_task(self._load(reader, state))
+        state.listeners.add(listener)
+        try:
+            if state.loading is not None:
+                await asyncio.shield(state.loading)
+        except BaseException:
+            self.detach(listener)
+            raise
+        self._due([reader])  # anything after `after`: the backlog, or what came meanwhile
+        return listener, reset
+
+    def detach(self, listener: Listener) -> None:
+        """Forget a listener whose response ended."""
+        state = self._readers.get(listener.reader)
+        if state is None:
+            return
+        state.listeners.discard(listener)
+        if not state.listeners:
+            del self._readers[listener.reader]
+
+    def _end_all(self, reason: str) -> None:
+        for state in list(self._readers.values()):
+            for listener in list(state.listeners):
+                listener.close(reason)
+
+    # --- what the hub knows of a reader ---------------------------------------------------
+
+    async def _load(self, reader: str, state: _Reader) -> None:
+        """Read the reader's relations (and affinity), and register them among the live
+        fans of the pulled authors they follow."""
+        relations = await self.manager.relations_of(reader)
+        if not self._celebrities:
+            self._celebrities = await self.manager.celebrities()
+        affinity: dict[str, float] | None = None
+        with without_cache("affinity"):
+            affinity = await self.cache.affinity(reader)
+        state.relations = relations
+        state.affinity = affinity or {}
+        state.fans_of = frozenset(a for a in relations.following
+                                  if a in self._celebrities and relations.sees(reader, a))
+        await self.cache.keep_live([reader], {reader: state.fans_of})
+
+    # --- reading live streams -------------------------------------------------------------
+
+    def _woken(self, message: str) -> None:
+        self._due([r for r in message.split() if r in self._readers])
+
+    def _due(self, readers: list[str]) -> None:
+        if readers:
+            self._pending.update(readers)
+            self._pump_due.set()
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            await self._pump_due.wait()
+            self._pump_due.clear()
+            while self._pending:
+                batch = [self._pending.pop() for _ in range(min(PUMP_BATCH, len(self._pending)))]
+                try:
+                    await self._pull(batch)
+                except StorageUnavailable as exc:
+                    log.warning("live streams could not be read; their streams end",
+                                extra={"error": str(exc), "readers": len(batch)})
+                    for reader in batch:
+                        for listener in list(self._readers.get(reader, _Reader()).listeners):
+                            listener.close("cache")
+                except Exception:
+                    log.exception("live streams could not be read",
+                                  extra={"readers": len(batch)})
+
+    async def _pull(self, readers: list[str]) -> None:
+        after: dict[str, str] = {}
+        for reader in readers:
+            state = self._readers.get(reader)
+            if state is not None and state.listeners:
+                ms, seq = min(listener.after for listener in state.listeners)
+                after[reader] = f"{ms}-{seq}"
+        found = await self.cache.live_entries(after, count=LIVE_MAXLEN)
+        koo_ids = sorted({f["k"] for rows in found.values() for _, f in rows
+                          if f.get("t") == "koo" and f.get("k")})
+        bodies = await self.manager.koos(koo_ids) if koo_ids else {}
+        now = time.time()
+        items: dict[tuple[str, str, float], bytes] = {}  # one JSON body per koo and score
+        for reader, rows in found.items():
+            state = self._readers.get(reader)
+            if state is not None:
+                await self._dispatch(reader, state, rows, bodies, now, items)
+            if len(rows) >= LIVE_MAXLEN:
+                self._due([reader])  # more than one read's worth: go on next round
+
+    async def _dispatch(self, reader: str, state: _Reader, rows: list[LiveEntry],
+                        bodies: dict[str, Koo], now: float,
+                        items: dict[tuple[str, str, float], bytes]) -> None:
+        for entry_id, fields in rows:
+            kind = fields.get("t")
+            frame: bytes | None = None
+            if kind == "rel":
+                await self._load(reader, state)
+            elif kind == "koo":
+                frame = self._koo_frame(reader, state, entry_id, fields, bodies, now, items)
+            elif kind == "remove" and fields.get("k"):
+                frame = self._frame("remove", self.ids.seal(reader, entry_id, now=now),
+                                    {"koo_id": fields["k"]})
+            key = entry_key(entry_id)
+            for listener in list(state.listeners):
+                if key > listener.after:
+                    if frame is not None:
+                        listener.offer(frame)
+                    listener.after = key
+
+    def _koo_frame(self, reader: str, state: _Reader, entry_id: str, fields: dict[str, str],
+                   bodies: dict[str, Koo], now: float,
+                   items: dict[tuple[str, str, float], bytes]) -> bytes | None:
+        koo = bodies.get(fields.get("k", ""))
+        relations = state.relations
+        if koo is None or koo.deleted or relations is None:
+            return None
+        author = koo.author_id
+        if not relations.sees(reader, author):
+            return None  # the feed's rule: blocked, muted, blocking, or not followed
+        if author == reader:
+            reason = "self"
+        elif author in self._celebrities:
+            reason = "celebrity"
+        else:
+            reason = "following"
+        affinity = state.affinity.get(author, 0.0)
+        body = items.get((koo.koo_id, reason, affinity))
+        if body is None:
+            parts = ranking.score_koo(koo, now_ms=int(now * 1000), affinity=affinity,
+                                      repeats=0, weights=self.settings.weights)
+            item = koo.as_json()
+            item["score"] = round(sum(parts.values()), 6)
+            item["reason"] = reason
+            body = items[(koo.koo_id, reason, affinity)] = orjson.dumps(item)
+        return self._frame("koo", self.ids.seal(reader, entry_id, now=now), body)
+
+    @staticmethod
+    def _frame(event: str, event_id: str, data: Any) -> bytes:
+        body = data if isinstance(data, bytes) else orjson.dumps(data)
+        return b"".join((b"event: ", event.encode(), b"\nid: ", event_id.encode(),
+                         b"\ndata: ", body, b"\n\n"))
+
+    # --- the pub/sub connection and the keeper --------------------------------------------
+
+    def _subscriber(self) -> Any:
+        redis = self.cache.redis
+        if isinstance(redis, RedisCluster):
+            # Plain PUBLISH reaches every node of a Cluster: any one node will do.
+            node = redis.get_default_node()
+            return Redis(host=node.host, port=node.port, decode_responses=True,
+                         socket_connect_timeout=self.settings.redis_timeout)
+        return redis
+
+    async def _listen(self) -> None:
+        while not self._stopping:
+            client = self._subscriber()
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.LIVE_WAKE_CHANNEL)
+                self._subscribed.set()
+                while True:
+                    message = await pubsub.get_message(timeout=PING_SECONDS)
+                    if message is None:
+                        await pubsub.ping()
+                    elif message.get("type") == "message":
+                        self._woken(str(message["data"]))
+            except (RedisError, OSError) as exc:
+                self._subscribed.clear()
+                if self._stopping:
+                    return
+                log.warning("the live streams' channel failed; open streams end",
+                            extra={"error": str(exc), "streams": self.open_streams})
+                self._end_all("cache")
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                if client is not self.cache.redis:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+            await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+    async def _keep(self) -> None:
+        """Extend the live streams of the readers streaming here, and refresh the list of
+        pulled authors, every ``KEEP_SECONDS``."""
+        while not self._stopping:
+            await asyncio.sleep(KEEP_SECONDS)
+            try:
+                self._celebrities = await self.manager.celebrities()
+                readers = list(self._readers)
+                for i in range(0, len(readers), PUMP_BATCH):
+                    part = readers[i:i + PUMP_BATCH]
+                    await self.cache.keep_live(part, {r: self._readers[r].fans_of
+                                                      for r in part if r in self._readers})
+            except StorageUnavailable as exc:
+                log.warning("live streams could not be extended", extra={"error": str(exc)})

@@ -1,0 +1,112 @@
+"""Unit tests of the realtime stream's pieces: event ids, a listener's bounded buffer,
+entry order, and the resumption rule over a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from config.settings import Settings
+from feed import keys
+from feed.cache.live import LIVE_MAXLEN, entry_key
+from feed.services import Services
+from feed.stream import listener as listener_module
+from feed.stream.hub import RESUME_LIMIT, Listener
+from feed.stream.ids import StreamIds
+from tests.conftest import uid
+
+SECRET = "stream-test-secret-0123456789"
+
+
+def test_ids_round_trip_and_hide_the_entry() -> None:
+    """Pass: an id opens to its entry for its reader only, and shows neither."""
+    ids = StreamIds(SECRET)
+    sealed = ids.seal("alice", "1764150000000-7", now=1_000.0)
+    assert "alice" not in sealed
+    assert "1764150000000" not in sealed
+    assert ids.open("alice", sealed, now=1_001.0) == "1764150000000-7"
+    assert ids.open("bob", sealed, now=1_001.0) is None  # foreign
+    assert ids.seal("alice", "1-0", now=1.0) != ids.seal("alice", "1-0", now=1.0)
+
+
+@pytest.mark.parametrize("change", ["flip", "cut", "other_secret", "garbage", "expired"])
+def test_bad_ids_do_not_open(change: str) -> None:
+    """Pass: an altered, truncated, foreign-deployment, malformed or expired id is None."""
+    ids = StreamIds(SECRET)
+    sealed = ids.seal("alice", "5-0", now=1_000.0)
+    now = 1_001.0
+    if change == "flip":
+        sealed = sealed[:10] + ("A" if sealed[10] != "A" else "B") + sealed[11:]
+    elif change == "cut":
+        sealed = sealed[:-4]
+    elif change == "other_secret":
+        ids = StreamIds(SECRET + "x")
+    elif change == "garbage":
+        sealed = "hello world"
+    else:
+        now = 1_000.0 + 86_400 * 2
+    assert ids.open("alice", sealed, now=now) is None
+
+
+def test_entry_ids_order_numerically() -> None:
+    assert entry_key("10-0") > entry_key("9-5")
+    assert entry_key("9-10") > entry_key("9-9")
+    assert sorted(["2-1", "10-0", "2-0"], key=entry_key) == ["2-0", "2-1", "10-0"]
+
+
+async def test_listener_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass: frames are handed over in order; past the bound the listener is closed as
+    stalled instead of growing."""
+    monkeypatch.setattr(listener_module, "MAX_PENDING_FRAMES", 4)
+    listener = Listener("alice", "1-0")
+    for i in range(3):
+        listener.offer(b"%d" % i)
+    assert await listener.next(0.1) == [b"0", b"1", b"2"]
+    assert await listener.next(0.05) is None  # idle: time for a keep-alive
+    for i in range(10):
+        listener.offer(b"%d" % i)
+    assert listener.closed == "stalled"
+    assert len(listener.frames) == 4
+
+
+async def test_resumption_rule(services: Services, settings: Settings) -> None:
+    """Pass: entries after a known id come back in order; an id the stream no longer
+    holds, or more than the limit after it, means no resumption (None)."""
+    cache = services.cache
+    reader = uid("r")
+    start = await cache.open_live(reader)
+    await cache.live_removes(reader, ["k1", "k2", "k3"])
+    since = await cache.live_since(reader, start, limit=RESUME_LIMIT)
+    assert since is not None
+    assert [f["k"] for _, f in since] == ["k1", "k2", "k3"]
+    assert await cache.live_since(reader, "1-0", limit=RESUME_LIMIT) is None
+    await cache.live_removes(reader, [f"x{i}" for i in range(RESUME_LIMIT)])
+    assert await cache.live_since(reader, start, limit=RESUME_LIMIT) is None
+    assert await cache.redis.xlen(keys.live_stream(reader)) < LIVE_MAXLEN * 2
+
+
+async def test_a_reader_without_a_stream_gets_no_live_entries(services: Services) -> None:
+    """Pass: the delivery path writes live streams only for readers who stream, once
+    per koo however often it is delivered, and publishes only their ids."""
+    cache = services.cache
+    idle, live = uid("idle"), uid("live")
+    await cache.open_live(live)
+    pubsub = cache.redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(keys.LIVE_WAKE_CHANNEL)
+    try:
+        for _ in range(2):  # announce, then push: streamed once
+            await cache.push_live([idle, live], "k1", 1_000, "author")
+        assert not await cache.redis.exists(keys.live_stream(idle), keys.live_seen(idle))
+        entries = await cache.redis.xrange(keys.live_stream(live))
+        assert [f.get("k") for _, f in entries if f["t"] == "koo"] == ["k1"]
+        woken: list[str] = []
+        async with asyncio.timeout(5):
+            while not woken:
+                message = await pubsub.get_message(timeout=1.0)
+                if message and message["type"] == "message":
+                    woken += message["data"].split()
+        assert live in woken
+        assert idle not in woken
+    finally:
+        await pubsub.aclose()
