@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from feed import keys
+from feed import notify_keys
 from feed.cache.fallback import without_cache
 from feed.cache.notifications import CachedPage, NotificationCache
 from feed.cursor import CursorCodec, InvalidCursor
@@ -106,7 +106,7 @@ class NotificationReads:
                                            limit=limit + 1)
             exhausted = len(bodies) < limit + 1
             for body in bodies:
-                last = keys.notify_updated_sk(body["updated_at"], body["group"])
+                last = notify_keys.notify_updated_sk(body["updated_at"], body["group"])
                 item = served(body, hidden, seen)
                 if item is not None:
                     items.append((last, item))
@@ -151,7 +151,7 @@ class NotificationReads:
             found += page
             if len(page) < 500:
                 return found
-            before = keys.notify_updated_sk(page[-1]["updated_at"], page[-1]["group"])
+            before = notify_keys.notify_updated_sk(page[-1]["updated_at"], page[-1]["group"])
 
     async def _load_cache(self, recipient: str, floor: int) -> None:
         await self.cache.begin_load(recipient)
@@ -161,7 +161,7 @@ class NotificationReads:
         low = ""
         if len(bodies) > CACHED_GROUPS:
             bodies = bodies[:CACHED_GROUPS]
-            low = keys.notify_updated_sk(bodies[-1]["updated_at"], bodies[-1]["group"])
+            low = notify_keys.notify_updated_sk(bodies[-1]["updated_at"], bodies[-1]["group"])
         await self.cache.finish_load(recipient, bodies, seen=seen, low=low)
 
     async def mark_seen(self, recipient: str, up_to: Any, *, now_ms: int | None = None) -> None:

@@ -17,7 +17,7 @@ import uuid
 
 from config.settings import Settings
 from config.tables import REACTIONS
-from feed import jobs, keys, metrics
+from feed import jobs, keys, metrics, notify_keys
 from feed.cache.fallback import without_cache
 from feed.cache.notifications import NotificationCache
 from feed.cursor import CursorCodec
@@ -177,7 +177,7 @@ class Notifications(NotificationReads):
 
     async def _switch_row(self, recipient: str, nk: str) -> int:
         _, kind, koo, actor, source = nk.split(keys.SORT_SEP)
-        change = Source(recipient, kind, None if koo == keys.NOTIFY_NO_KOO else koo, actor,
+        change = Source(recipient, kind, None if koo == notify_keys.NOTIFY_NO_KOO else koo, actor,
                         source, False, 0, 0)
         return await self._switch(change, force_off=True)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from feed import keys, metrics
+from feed import keys, metrics, notify_keys
 from feed.cache._base import CacheBase
 
 __all__ = ["CachedPage", "NotificationCache"]
@@ -144,7 +144,7 @@ class NotificationCache(CacheBase):
     async def put_group(self, user_id: str, body: dict[str, Any]) -> None:
         """Write one group's new state (actor_count 0: it left) if the recipient is cached."""
         live = int(body["actor_count"]) > 0
-        sk = keys.notify_updated_sk(int(body["updated_at"]), body["group"]) if live else ""
+        sk = notify_keys.notify_updated_sk(int(body["updated_at"]), body["group"]) if live else ""
         await self._guard(self._put(
             keys=self._keys(user_id),
             args=[body["group"], _encode({**body, "sk": sk}) if live else b"", sk, body["rev"]],

@@ -33,7 +33,7 @@ from config.tables import (
     NOTIFY_LIVE,
     NOTIFY_PENDING,
 )
-from feed import keys
+from feed import keys, notify_keys
 from feed.errors import ConditionFailed, TransactionCancelled
 from feed.store._codec import Item, values
 from feed.store._dynamo import Dynamo
@@ -61,7 +61,7 @@ class Source:
 
 def group_body(item: Item) -> dict[str, Any]:
     """The cached and served form of a group row."""
-    kind, koo_id, _ = keys.split_notify_group(item["nk"][2:])
+    kind, koo_id, _ = notify_keys.split_notify_group(item["nk"][2:])
     return {"group": item["nk"][2:], "kind": kind, "koo_id": koo_id,
             "actors": list(item.get("actors") or []),
             "actor_count": int(item.get("actor_count", 0)),
@@ -75,7 +75,7 @@ class NotificationStore:
         self.ttl_seconds = ttl_seconds
 
     def group_of(self, kind: str, koo_id: str | None, at: int) -> str:
-        return keys.notify_group(kind, koo_id, at // self.window_ms)
+        return notify_keys.notify_group(kind, koo_id, at // self.window_ms)
 
     def _expires(self, at_ms: int) -> int:
         return at_ms // 1000 + self.ttl_seconds
@@ -86,7 +86,7 @@ class NotificationStore:
         """Bring a source row to ``change`` (or, ``force_off``, switch it off whatever its
         version). Returns the groups whose actors moved ([] if nothing changed), or None
         if another writer got there first (read again and retry)."""
-        nk = keys.notify_source_sk(change.kind, change.koo_id, change.actor, change.source)
+        nk = notify_keys.notify_source_sk(change.kind, change.koo_id, change.actor, change.source)
         key = {"user_id": change.recipient, "nk": nk}
         old = await self.db.get(NOTIFICATIONS, key, consistent=True)
         old_on = bool(old and old.get("active"))
@@ -106,7 +106,7 @@ class NotificationStore:
         new_group = self.group_of(change.kind, change.koo_id, change.at) if on else None
         row: dict[str, Any] = {**key, "active": on, "ver": ver, "at": change.at,
                                "actor_key": change.actor,
-                               "actor_sk": keys.notify_actor_index_sk(change.recipient, nk),
+                               "actor_sk": notify_keys.notify_actor_index_sk(change.recipient, nk),
                                "expires_at": self._expires(change.at)}
         if new_group:
             row["grp"] = new_group
@@ -136,13 +136,14 @@ class NotificationStore:
         return moved
 
     def _actor_delta(self, change: Source, group: str, delta: int) -> dict[str, Any]:
-        nk = keys.notify_actor_sk(group, change.actor)
-        sets: dict[str, Any] = {"pend": keys.notify_pending_sk(group, change.actor)}
+        nk = notify_keys.notify_actor_sk(group, change.actor)
+        sets: dict[str, Any] = {"pend": notify_keys.notify_pending_sk(group, change.actor)}
         remove = ""
         if delta >= 0:
-            sets.update(at=change.at, live_sk=keys.notify_live_sk(group, change.at, change.actor),
+            sets.update(at=change.at,
+                        live_sk=notify_keys.notify_live_sk(group, change.at, change.actor),
                         actor_key=change.actor, expires_at=self._expires(change.at),
-                        actor_sk=keys.notify_actor_index_sk(change.recipient, nk))
+                        actor_sk=notify_keys.notify_actor_index_sk(change.recipient, nk))
         elif change.kind != REPLY:
             remove = " REMOVE live_sk"  # one source per actor: this was the last
         vals = values(d=delta, one=1, **{f"s{i}": v for i, v in enumerate(sets.values())})
@@ -161,7 +162,7 @@ class NotificationStore:
         """Every source row of one kind on one koo of the recipient."""
         async for item in self.db.query(
             NOTIFICATIONS, "user_id = :u AND begins_with(nk, :p)",
-            values=values(u=recipient, p=keys.notify_koo_prefix(kind, koo_id, "s")),
+            values=values(u=recipient, p=notify_keys.notify_koo_prefix(kind, koo_id, "s")),
             consistent=True, page_size=500,
         ):
             yield item
@@ -193,7 +194,7 @@ class NotificationStore:
         )
         if not pending:
             return True, None
-        gkey = {"user_id": recipient, "nk": keys.notify_group_sk(group)}
+        gkey = {"user_id": recipient, "nk": notify_keys.notify_group_sk(group)}
         current = await self.db.get(NOTIFICATIONS, gkey, consistent=True)
         count = int(current.get("actor_count", 0)) if current else 0
         rev = int(current.get("rev", 0)) if current else 0
@@ -215,7 +216,7 @@ class NotificationStore:
                     "UpdateExpression": "SET counted = :t, live_sk = :l REMOVE pend",
                     **guard, "ExpressionAttributeValues": values(
                         r=int(row["arev"]), t=True,
-                        l=keys.notify_live_sk(group, int(row.get("at", 0)), actor)),
+                        l=notify_keys.notify_live_sk(group, int(row.get("at", 0)), actor)),
                 }})
             else:
                 delta -= 1 if counted else 0
@@ -229,7 +230,7 @@ class NotificationStore:
                 }})
         newest = [a for a in await self.newest_actors(recipient, group) if a[0] not in gone]
         count = max(0, count + delta)
-        kind, koo_id, _ = keys.split_notify_group(group)
+        kind, koo_id, _ = notify_keys.split_notify_group(group)
         updated = newest[0][1] if newest else int((current or {}).get("updated_at", 0))
         body: dict[str, Any] = {"group": group, "kind": kind, "koo_id": koo_id,
                                 "actors": [a for a, _ in newest], "actor_count": count,
@@ -238,7 +239,7 @@ class NotificationStore:
             expression = ("SET actor_count = :c, actors = :a, updated_at = :u, upd_sk = :s, "
                           "rev = :n, expires_at = :e")
             vals = values(c=count, a=body["actors"], u=updated, n=rev + 1,
-                          s=keys.notify_updated_sk(updated, group),
+                          s=notify_keys.notify_updated_sk(updated, group),
                           e=self._expires(updated))
         else:
             expression = "SET actor_count = :c, rev = :n, expires_at = :e REMOVE upd_sk, actors"
@@ -274,7 +275,7 @@ class NotificationStore:
 
     async def group(self, recipient: str, group: str) -> dict[str, Any] | None:
         item = await self.db.get(NOTIFICATIONS,
-                                 {"user_id": recipient, "nk": keys.notify_group_sk(group)},
+                                 {"user_id": recipient, "nk": notify_keys.notify_group_sk(group)},
                                  consistent=True)
         return group_body(item) if item else None
 
@@ -311,7 +312,7 @@ class NotificationStore:
 
     async def seen(self, recipient: str) -> int:
         item = await self.db.get(NOTIFICATIONS,
-                                 {"user_id": recipient, "nk": keys.NOTIFY_SEEN},
+                                 {"user_id": recipient, "nk": notify_keys.NOTIFY_SEEN},
                                  consistent=True, attributes=["up_to"])
         return int(item["up_to"]) if item else 0
 
@@ -319,7 +320,8 @@ class NotificationStore:
         """Raise the recipient's seen mark to ``up_to`` (never lower it); returns the mark."""
         try:
             await self.db.update(
-                NOTIFICATIONS, {"user_id": recipient, "nk": keys.NOTIFY_SEEN}, "SET up_to = :t",
+                NOTIFICATIONS, {"user_id": recipient, "nk": notify_keys.NOTIFY_SEEN},
+                "SET up_to = :t",
                 condition="attribute_not_exists(up_to) OR up_to < :t", values=values(t=up_to),
             )
         except ConditionFailed:
