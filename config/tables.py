@@ -23,6 +23,10 @@ DEAD_LETTERS = "dead_letters"
 AUDIT = "audit"
 NOTIFICATIONS = "notifications"
 
+# What a home region's own store holds: its users' profiles, and the whole events of dead
+# letters about them (feed.store.regions).
+REGIONAL_DATASETS = (USERS, DEAD_LETTERS)
+
 # Index names
 KOOS_BY_AUTHOR = "by_author"
 KOOS_BY_LANG_DAY = "by_lang_day"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from feed import keys, metrics
 from feed.errors import FeedError, NotReady, StorageUnavailable, Unapplicable, ValidationFailed
-from feed.events import Event, typed, validate_event
+from feed.events import Event, KooCreated, UserSignedUp, typed, validate_event
+from feed.store import Stores
 from workers._context import retry_later, services, soft_deadline
 
 __all__ = ["apply_event"]
@@ -51,5 +53,17 @@ async def _dead_letter(ctx: dict[str, Any], dl_id: str, event: Event, reason: st
     log.error("event dead-lettered", extra={"event_id": event.event_id, "reason": reason})
     metrics.EVENTS_APPLIED.labels(event.TYPE, "dead-lettered").inc()
     await svc.stores.dead_letters.add(dl_id, event.wire(), reason,
-                                      attempts=int(ctx.get("job_try", 1)))
+                                      attempts=int(ctx.get("job_try", 1)),
+                                      home=await _home_region(svc.stores, event))
     await svc.stores.ledger.record(event, "dead-lettered")
+
+
+async def _home_region(stores: Stores, event: Event) -> str | None:
+    """The home region of the user whose personal data the event carries (a signup's
+    profile, a koo's text): where a dead letter's whole event is kept."""
+    if isinstance(event, UserSignedUp):
+        return event.region
+    if isinstance(event, KooCreated):
+        with contextlib.suppress(StorageUnavailable):
+            return await stores.users.region_of(event.author_id)
+    return None

@@ -52,4 +52,4 @@ class Stores:
         self.timelines = Timelines(db)
         self.recommendations = Recommendations(db)
         self.ledger = Ledger(db)
-        self.dead_letters = DeadLetters(db)
+        self.dead_letters = DeadLetters(db, regions)

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from config.settings import Settings
-from config.tables import USERS
+from config.tables import REGIONAL_DATASETS
 from feed.store._dynamo import Dynamo, open_dynamo
 from feed.store.tables import create_tables
 
@@ -47,8 +47,8 @@ async def open_regions(settings: Settings) -> AsyncIterator[dict[str, Dynamo]]:
 
 
 async def create_regional_tables(regions: dict[str, Dynamo]) -> list[str]:
-    """Create the ``users`` table in every regional store (idempotent)."""
+    """Create the tables of every regional store (idempotent): profiles and held events."""
     created: list[str] = []
     for db in regions.values():
-        created += await create_tables(db, datasets=(USERS,))
+        created += await create_tables(db, datasets=REGIONAL_DATASETS)
     return created

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from config.tables import TABLES, USERS, Index, TableDef
+from config.tables import REGIONAL_DATASETS, TABLES, Index, TableDef
 from feed.errors import StorageError, StorageUnavailable
 from feed.store._dynamo import Dynamo
 from feed.store._plan import (
@@ -85,12 +85,12 @@ async def reconcile_regional_tables(
     dry_run: bool = False, wait_seconds: float = 120.0,
     on_change: Callable[[Change], None] | None = None,
 ) -> Reconciliation:
-    """:func:`reconcile_tables` for the ``users`` table of every home region's store
-    (see feed.store.regions); ``pitr`` by region."""
+    """:func:`reconcile_tables` for the tables of every home region's store (profiles and
+    dead letters' held events, see feed.store.regions); ``pitr`` by region."""
     result = Reconciliation()
     for region, db in regions.items():
         result += await reconcile_tables(
-            db, pitr=bool(pitr and pitr.get(region)), dry_run=dry_run, datasets=(USERS,),
+            db, pitr=bool(pitr and pitr.get(region)), dry_run=dry_run, datasets=REGIONAL_DATASETS,
             wait_seconds=wait_seconds, on_change=on_change,
         )
     return result

@@ -108,6 +108,12 @@ class Users:
             await self.regions[region].batch_write(USERS, puts=profiles)
         return await self.db.batch_write(USERS, puts=items)
 
+    async def region_of(self, user_id: str) -> str | None:
+        """The home region a user signed up in (None for an unknown id)."""
+        item = await self.db.get(USERS, {"user_id": user_id}, attributes=["region"])
+        region = (item or {}).get("region")
+        return region if isinstance(region, str) else None
+
     async def get(self, user_id: str, *, consistent: bool = False) -> User | None:
         """The profile of a signed-up user, read from its home region (None for unknown ids)."""
         key = {"user_id": user_id}

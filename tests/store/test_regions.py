@@ -24,7 +24,8 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from config.tables import TIMELINES, USERS
+from config.tables import DEAD_LETTERS, TIMELINES, USERS
+from feed import keys
 from feed._embedded import free_port
 from feed.api.app import create_app
 from feed.cli import main
@@ -32,6 +33,8 @@ from feed.services import Services, open_services
 from feed.store import Dynamo, create_regional_tables, open_dynamo, open_regions
 from tests.conftest import uid
 from tests.helpers import apply_all, follow, koo, signup
+from tests.workers._support import job_ctx
+from workers.events import apply_event
 
 TOKEN = "test-token-123456"
 EU = "eu-west-1"
@@ -209,3 +212,54 @@ def test_tables_create_makes_the_regional_table(
             return list((await db.admin("list_tables")).get("TableNames", []))
 
     assert f"{prefix}eu_{USERS}" in asyncio.run(regional_tables())
+
+
+async def test_a_dead_letter_holds_ids_and_its_whole_event_stays_in_the_home_region(
+    svc: Services,
+) -> None:
+    """Pass: a koo by an eu-west-1 user that cannot apply (its event_id reused) leaves a
+    dead letter, in the serving region, without the koo's text or hashtags; the whole
+    event is in eu-west-1's dead-letter table, and nowhere else; `show` and a replay put
+    it back together; purging the letter removes the held event too."""
+    eu_user, first, second = uid("eu"), uid("k"), uid("k")
+    await apply_all(svc, signup(eu_user, lang="pt", region=EU), koo(first, eu_user))
+    reused = {**koo(second, eu_user, lang="pt"), "text": "a secret of " + eu_user,
+              "hashtags": ["private"], "event_id": uid("e")}
+    await apply_all(svc, {**koo(uid("k"), eu_user), "event_id": reused["event_id"]})
+    assert await apply_event(job_ctx(svc), reused) == "dead-lettered"
+    dl_id = keys.dead_letter_of_event(reused["event_id"])
+
+    here = await _raw(svc.stores.db, DEAD_LETTERS, {"dl_id": dl_id})
+    assert here is not None
+    assert "secret" not in str(here), here
+    assert "private" not in str(here), here
+    assert here["held_in"] == EU
+    assert await _raw(svc.stores.db, DEAD_LETTERS, {"dl_id": "held#" + dl_id}) is None
+    held = await _raw(_eu(svc), DEAD_LETTERS, {"dl_id": "held#" + dl_id})
+    assert held is not None
+    assert "a secret of" in str(held["payload"])
+
+    listed = [d for d in await svc.stores.dead_letters.all() if d["dl_id"] == dl_id]
+    assert [d["payload"].get("text") for d in listed] == [None]
+    letter = await svc.stores.dead_letters.get(dl_id)
+    assert letter is not None
+    assert {k: letter["payload"].get(k) for k in reused} == reused  # the whole event
+
+    assert await svc.stores.dead_letters.remove(dl_id, int(here["failed_at"]))
+    assert await _raw(_eu(svc), DEAD_LETTERS, {"dl_id": "held#" + dl_id}) is None
+
+
+async def test_an_erasure_scrubs_the_events_held_in_the_home_region(svc: Services) -> None:
+    """Pass: after DeadLetters.scrub(user) the held event naming the user is gone from
+    the home region and the letter keeps ids only."""
+    eu_user = uid("eu")
+    dl_id = "event:" + uid("e")
+    event = {**koo(uid("k"), eu_user), "text": "words of " + eu_user}
+    await svc.stores.dead_letters.add(dl_id, event, "test", home=EU)
+    assert await _raw(_eu(svc), DEAD_LETTERS, {"dl_id": "held#" + dl_id}) is not None
+    assert await svc.stores.dead_letters.scrub(eu_user) == 1
+    assert await _raw(_eu(svc), DEAD_LETTERS, {"dl_id": "held#" + dl_id}) is None
+    kept = await _raw(svc.stores.db, DEAD_LETTERS, {"dl_id": dl_id})
+    assert kept is not None
+    assert "words of" not in str(kept)
+    assert "held_in" not in kept
