@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from config.tables import LEDGER, USERS
 from feed import keys
+from feed._embedded import free_port
 from feed.errors import ValidationFailed
 from feed.events import event_digest, validate_event
 from feed.services import Services
@@ -101,3 +105,28 @@ async def in_ledger(svc: Services, event_id: str) -> bool:
     item = await svc.stores.db.get(LEDGER, {"event_id": event_id}, consistent=True,
                                    attributes=["event_id"])
     return item is not None
+
+
+def second_dynamodb() -> Iterator[str]:
+    """A second DynamoDB endpoint (another region's): moto's server in its own process,
+    stopped after. For a module-scoped fixture: ``yield from second_dynamodb()``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the second DynamoDB endpoint did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -13,10 +13,7 @@ changes nothing; the erasure is recorded in the audit trail without the id.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,7 +25,6 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from config.tables import AUDIT, DEAD_LETTERS, LEDGER, TABLES, USERS
 from feed import keys
-from feed._embedded import free_port
 from feed.api.app import create_app
 from feed.audit import AuditTrail, subject_of
 from feed.erasure import Erasure
@@ -48,6 +44,7 @@ from tests.helpers import (
     now_ms,
     react,
     relation,
+    second_dynamodb,
     signup,
     unfollow,
 )
@@ -57,33 +54,9 @@ LEDGER_FIELDS = {"event_id", "type", "digest", "outcome", "applied_at", "expires
 EU = "eu-west-1"
 
 
-def second_endpoint() -> Iterator[str]:
-    """A second DynamoDB endpoint: moto's server in its own process, stopped after."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the second DynamoDB endpoint did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def eu_endpoint() -> Iterator[str]:
-    yield from second_endpoint()
+    yield from second_dynamodb()
 
 
 @pytest.fixture

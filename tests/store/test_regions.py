@@ -12,10 +12,6 @@ results carry ids only; a user who moves region leaves nothing behind; and
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,13 +22,12 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from config.tables import DEAD_LETTERS, TIMELINES, USERS
 from feed import keys
-from feed._embedded import free_port
 from feed.api.app import create_app
 from feed.cli import main
 from feed.services import Services, open_services
 from feed.store import Dynamo, create_regional_tables, open_dynamo, open_regions
 from tests.conftest import uid
-from tests.helpers import apply_all, follow, koo, signup
+from tests.helpers import apply_all, follow, koo, second_dynamodb, signup
 from tests.workers._support import job_ctx
 from workers.events import apply_event
 
@@ -43,26 +38,7 @@ EU = "eu-west-1"
 @pytest.fixture(scope="module")
 def eu_endpoint() -> Iterator[str]:
     """A second DynamoDB endpoint: moto's server in its own process."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the second DynamoDB endpoint did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    yield from second_dynamodb()
 
 
 @pytest.fixture
