@@ -199,7 +199,18 @@ def openapi_schema() -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {
                     "200": {"description": "The stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                            "content": {"text/event-stream": {"schema": {
+                                "description": "One event of the stream.",
+                                "type": "object",
+                                "properties": {
+                                    "event": {"type": "string",
+                                              "enum": ["koo", "remove", "reset"]},
+                                    "id": {"type": "string"},
+                                    "data": {"type": "string",
+                                             "description": "JSON: a FeedItem (koo), "
+                                             "{\"koo_id\"} (remove), {} (reset)"},
+                                    "retry": {"type": "integer"},
+                                }}}}},
                     "404": {"$ref": "#/components/responses/NotFound"},
                     **_ERRORS,
                 },

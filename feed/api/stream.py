@@ -44,7 +44,9 @@ async def feed_stream(request: Request) -> Response:
     try:
         reader: Reader = request.app.state.reader
         await reader.profile(user_id)  # 404 before anything is opened
-        listener, reset = await hub.open(user_id, request.headers.get("last-event-id"))
+        # An empty Last-Event-ID is no id at all (browsers send none before the first).
+        last_id = request.headers.get("last-event-id", "").strip() or None
+        listener, reset = await hub.open(user_id, last_id)
     except BaseException:
         hub.release()
         raise
