@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -314,7 +314,7 @@ def _no_nan(value: Any) -> Any:
 
 def bench_document(
     name: str, title: str, command: str, environment: dict[str, str], markdown: str,
-    figures: dict[str, float | None], *, latency_ms: dict[str, list[float]] | None = None,
+    figures: Mapping[str, float | None], *, latency_ms: dict[str, list[float]] | None = None,
     throughput: dict[str, dict[str, float]] | None = None,
     axes: dict[str, dict[str, str]] | None = None,
     targets: Sequence[dict[str, Any]] = (), notes: Sequence[str] = (),
