@@ -95,6 +95,9 @@ EVENTS_APPLIED = Counter(
 # depth, where a sum would count the queue once per process.
 QUEUE_DEPTH = Gauge("feed_queue_depth", "Jobs waiting in each arq queue.", ["queue"],
                     multiprocess_mode="mostrecent")
+STREAMS_OPEN = Gauge("feed_streams_open",
+                     "Realtime feed streams open, summed over the API processes.",
+                     multiprocess_mode="livesum")
 QUEUE_UNREPLICATED = Counter(
     "feed_queue_unreplicated_total",
     "Event batches refused (503) because fewer replicas than FEED_QUEUE_MIN_REPLICAS "

@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from feed import keys, ranking
+from feed import keys, metrics, ranking
 from feed.cache.fallback import without_cache
 from feed.cache.live import LIVE_MAXLEN, LIVE_TTL_SECONDS, LiveEntry, entry_key
 from feed.errors import StorageUnavailable
@@ -133,10 +133,12 @@ class StreamHub:
         if self.open_streams >= self.max_streams:
             return False
         self.open_streams += 1
+        metrics.STREAMS_OPEN.inc()
         return True
 
     def release(self) -> None:
         self.open_streams -= 1
+        metrics.STREAMS_OPEN.dec()
 
     async def open(self, reader: str, last_event_id: str | None) -> tuple[Listener, bool]:
         """A listener for ``reader``'s stream (reserved first), from the entry

@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 
 from config.settings import Settings
+from feed import metrics
 from feed.api.app import create_app
 from feed.cache.live import LIVE_MAXLEN
 from feed.services import Services, open_services
@@ -207,16 +208,19 @@ async def test_503_with_retry_after_past_the_cap(app: Starlette, svc: Services, 
     (reader,) = people("r").values()
     await seed(svc.settings, [signup(reader)])
     app.state.stream_hub.max_streams = 1
+    before = metrics.STREAMS_OPEN._value.get()
     async with open_stream(url, reader) as first:
         assert first.status == 200
         async with open_stream(url, reader) as second:
             assert second.status == 503
             assert int(second.headers["retry-after"]) > 0
             assert b'"unavailable"' in second.body
+        assert metrics.STREAMS_OPEN._value.get() == before + 1  # the refused one not counted
     for _ in range(50):
         if app.state.stream_hub.open_streams == 0:
             break
         await asyncio.sleep(0.1)
+    assert metrics.STREAMS_OPEN._value.get() == before
     async with open_stream(url, reader) as again:
         assert again.status == 200
 
