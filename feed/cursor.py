@@ -23,7 +23,8 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["MAX_WALK_RECOMMENDED", "CursorCodec", "FeedPosition", "InvalidCursor", "walk_digest"]
+__all__ = ["MAX_WALK_RECOMMENDED", "CursorCodec", "FeedPosition", "InvalidCursor", "b64url",
+           "unb64url", "walk_digest"]
 
 MAX_CURSOR_LENGTH = 4096
 VERSION = b"\x01"
@@ -39,11 +40,13 @@ class InvalidCursor(ValueError):
     """The cursor is malformed, tampered with, foreign or expired."""
 
 
-def _b64(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """URL-safe base64 without padding (cursors, stream ids)."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
+def unb64url(text: str) -> bytes:
+    """Inverse of :func:`b64url`."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -67,7 +70,7 @@ class CursorCodec:
         payload = orjson.dumps({"x": int(now) + self.ttl_seconds, "p": position})
         salt = os.urandom(SALT_BYTES)
         sealed = self._cipher(salt).encrypt(NONCE, payload, self._bound_to(scope, subject))
-        return _b64(VERSION + salt + sealed)
+        return b64url(VERSION + salt + sealed)
 
     def decode(self, cursor: str, scope: str, subject: str, *, now: float) -> dict[str, Any]:
         """The position inside a valid cursor; raises InvalidCursor otherwise."""
@@ -75,7 +78,7 @@ class CursorCodec:
                 or _ALPHABET.fullmatch(cursor) is None):
             raise InvalidCursor("the cursor is malformed")
         try:
-            raw = _unb64(cursor)
+            raw = unb64url(cursor)
         except (binascii.Error, ValueError):
             raise InvalidCursor("the cursor is malformed") from None
         if len(raw) < 1 + SALT_BYTES + TAG_BYTES or raw[:1] != VERSION:

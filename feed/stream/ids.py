@@ -23,7 +23,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from feed.cursor import MAX_CURSOR_LENGTH, SALT_BYTES, TAG_BYTES, _b64, _unb64
+from feed.cursor import MAX_CURSOR_LENGTH, SALT_BYTES, TAG_BYTES, b64url, unb64url
 
 __all__ = ["ID_TTL_SECONDS", "StreamIds"]
 
@@ -59,7 +59,7 @@ class StreamIds:
         nonce = self._count.to_bytes(NONCE_BYTES, "big")
         payload = orjson.dumps({"x": int(now) + ID_TTL_SECONDS, "e": entry_id})
         sealed = self._aead.encrypt(nonce, payload, self._bound_to(reader))
-        return _b64(VERSION + self._salt + nonce + sealed)
+        return b64url(VERSION + self._salt + nonce + sealed)
 
     def open(self, reader: str, event_id: str, *, now: float) -> str | None:
         """The live stream entry an id names, or None if it is not a valid id of
@@ -69,7 +69,7 @@ class StreamIds:
                 or _ALPHABET.fullmatch(event_id) is None):
             return None
         try:
-            raw = _unb64(event_id)
+            raw = unb64url(event_id)
         except (binascii.Error, ValueError):
             return None
         head = 1 + SALT_BYTES + NONCE_BYTES
