@@ -25,13 +25,13 @@ from feed.cli import main
 from feed.services import Services, open_services
 from feed.store import create_regional_tables, open_regions
 from tests.conftest import uid
-from tests.helpers import apply_all, event, follow, koo, react, relation, signup
-from tests.test_erasure import EU, second_endpoint
+from tests.helpers import apply_all, event, follow, koo, react, relation, second_dynamodb, signup
+from tests.test_erasure import EU
 
 
 @pytest.fixture(scope="module")
 def eu_endpoint() -> Iterator[str]:
-    yield from second_endpoint()
+    yield from second_dynamodb()
 
 
 @pytest.fixture
