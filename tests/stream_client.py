@@ -64,6 +64,8 @@ class Stream:
 
 
 async def _read(response: httpx.Response, stream: Stream) -> None:
+    event_id: str | None
+    data: list[str]
     kind, event_id, data = "message", None, []
     try:
         async for line in response.aiter_lines():

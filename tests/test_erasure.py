@@ -124,13 +124,16 @@ async def _value(redis: Redis, key: str) -> str:
     if kind == "string":
         return str(await redis.get(key))
     if kind == "hash":
-        return repr(await redis.hgetall(key))
+        fields: Any = redis.hgetall(key)
+        return repr(await fields)
     if kind == "set":
-        return repr(await redis.smembers(key))
+        members: Any = redis.smembers(key)
+        return repr(await members)
     if kind == "zset":
         return repr(await redis.zrange(key, 0, -1))
     if kind == "list":
-        return repr(await redis.lrange(key, 0, -1))
+        items: Any = redis.lrange(key, 0, -1)
+        return repr(await items)
     if kind == "stream":
         return repr(await redis.xrange(key))
     return ""

@@ -147,8 +147,10 @@ def test_refused_credentials_are_their_own_error_naming_the_source(code: str) ->
 
 
 def test_a_5xx_answer_is_transient_whatever_its_code() -> None:
-    error = ClientError({"Error": {"Code": "502", "Message": "Bad Gateway"},
-                         "ResponseMetadata": {"HTTPStatusCode": 502}}, "GetItem")
+    # Only the status of the metadata, not every key botocore's response type lists.
+    response: Any = {"Error": {"Code": "502", "Message": "Bad Gateway"},
+                     "ResponseMetadata": {"HTTPStatusCode": 502}}
+    error = ClientError(response, "GetItem")
     assert isinstance(from_client_error(error), StorageUnavailable)
 
 

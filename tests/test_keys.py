@@ -191,7 +191,7 @@ def test_a_job_id_is_stable_contains_its_arguments_and_differs_for_other_ones(
         part = str(argument)
         assert (part[:16] if name == "event" and argument == first[1] else part) in value
     if name == "event":
-        differs = first[0] != second[0] or first[1][:16] != second[1][:16]
+        differs = first[0] != second[0] or str(first[1])[:16] != str(second[1])[:16]
     else:
         differs = first != second
     assert (build(*second) != value) == differs

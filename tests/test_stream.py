@@ -4,6 +4,7 @@ entry order, and the resumption rule over a real Redis."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -92,7 +93,8 @@ async def test_a_reader_without_a_stream_gets_no_live_entries(services: Services
     cache = services.cache
     idle, live = uid("idle"), uid("live")
     await cache.open_live(live)
-    pubsub = cache.redis.pubsub(ignore_subscribe_messages=True)
+    redis: Any = cache.redis  # standalone here; a Cluster's stream is test_stream_cluster's
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(keys.LIVE_WAKE_CHANNEL)
     try:
         for _ in range(2):  # announce, then push: streamed once

@@ -106,6 +106,7 @@ async def test_seen_route(client: httpx.AsyncClient, services: Services) -> None
     assert (await client.post(url, json={"up_to": 1})).status_code == 204
     assert (await _get(client, author)).json()["unseen"] == 1
     ahead = int(time.time() * 1000) + 86_400_000 + 60_000
+    bad: object
     for bad in ({"up_to": "1"}, {"up_to": 1.5}, {"up_to": True}, {"up_to": ahead}, {}, []):
         assert_error(await client.post(url, json=bad), 422, extra=frozenset({"details"}))
     assert_error(await client.post(url, content=b"{nope"), 422, extra=frozenset({"details"}))

@@ -176,7 +176,8 @@ def document() -> dict[str, Any]:
 def event_validator(document: dict[str, Any]) -> Any:
     """A validator of one event against the document's ``Event`` schema."""
     import openapi_schema_validator as oas
-    cls = validators.extend(oas.OAS30Validator, {"pattern": _ecma_pattern})
+    extend: Any = validators.extend  # unannotated in jsonschema's stubs
+    cls = extend(oas.OAS30Validator, {"pattern": _ecma_pattern})
     return cls({"$ref": "#/components/schemas/Event", "components": document["components"]})
 
 

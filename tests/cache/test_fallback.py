@@ -26,7 +26,7 @@ def test_a_cache_failure_is_absorbed_counted_and_logged_once_per_interval(
 ) -> None:
     op = uid("op")
     clock = [1000.0]
-    monkeypatch.setattr(fallback.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
     caplog.set_level(logging.WARNING, logger=fallback.__name__)
     for _ in range(3):
         with without_cache(op):

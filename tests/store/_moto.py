@@ -78,7 +78,8 @@ def serialize_moto_dynamodb() -> None:
                 range_value = DynamoType(key[table.range_key_attr])
             before = table.get_item(hash_value, range_value)
             saved.append((table, hash_value, range_value, copy.deepcopy(before)))
-        models.copy = _TablesByReference  # type: ignore[assignment]
+        # moto's private import of copy
+        models.copy = _TablesByReference  # type: ignore[attr-defined,assignment]
         try:
             transact(self, transact_items)
         except BaseException:
@@ -91,6 +92,6 @@ def serialize_moto_dynamodb() -> None:
                     table.items[hash_value][range_value] = before
             raise
         finally:
-            models.copy = copy  # type: ignore[assignment]
+            models.copy = copy  # type: ignore[attr-defined]  # moto's private import of copy
 
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]

@@ -92,8 +92,8 @@ async def test_a_change_during_a_settle_cancels_it_and_counts_right(
     await store.switch(_like(r, k, b))
     newest = store.newest_actors
 
-    async def meanwhile(recipient: str, grp: str, limit: int = 8) -> list[tuple[str, int]]:
-        found = await newest(recipient, grp, limit)
+    async def meanwhile(recipient: str, group: str, limit: int = 8) -> list[tuple[str, int]]:
+        found = await newest(recipient, group, limit)
         await store.switch(_like(r, k, b, on=False, ver=T0 + 9))
         return found
 

@@ -116,8 +116,8 @@ async def test_credentials_that_expire_mid_run_are_refreshed_with_no_failed_requ
         await issue(), refresh_using=issue, method="test-rotation")
     # botocore refreshes 15 (advisory) and 10 (mandatory) minutes ahead; these credentials
     # live 2 s, so the same windows scaled down.
-    refreshable._advisory_refresh_timeout = 1.0
-    refreshable._mandatory_refresh_timeout = 0.5
+    refreshable._advisory_refresh_timeout = 1.0  # type: ignore[attr-defined]  # botocore private
+    refreshable._mandatory_refresh_timeout = 0.5  # type: ignore[attr-defined]  # botocore private
     source = CredentialSource(refreshable, "test-rotation")
     settings = strict_settings(strict, dynamodb_max_attempts=1)
     transport = DirectTransport(strict.url, REGION, source, connect_timeout=2,

@@ -4,6 +4,8 @@ chunk of a ``feed backfill`` run, which records itself done."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from config.settings import Settings
@@ -92,7 +94,8 @@ async def test_a_backfill_chunk_rebuilds_its_users_and_records_itself_done(
                                 [first, second]) == 2
     assert wanted_first <= await stored(services, first)
     assert wanted_second <= await stored(services, second)
-    done = await services.queue_redis.smembers(keys.backfill_done(run_id))
+    members: Any = services.queue_redis.smembers(keys.backfill_done(run_id))
+    done = await members
     assert {d.decode() if isinstance(d, bytes) else d for d in done} == {"c0"}
 
 
@@ -107,5 +110,6 @@ async def test_a_recommendations_chunk_skips_unknown_users_and_still_finishes(
                                 [uid(), reader]) == 2
     follows = await services.stores.recommendations.load(reader, "follows")
     assert suggested in [f["target"] for f in follows]
-    done = await services.queue_redis.smembers(keys.backfill_done(run_id))
+    members: Any = services.queue_redis.smembers(keys.backfill_done(run_id))
+    done = await members
     assert {d.decode() if isinstance(d, bytes) else d for d in done} == {"c1"}
