@@ -7,10 +7,13 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.settings import Settings
 from feed import keys
-from feed.cache.live import LIVE_MAXLEN, entry_key
+from feed.cache.live import LIVE_MAXLEN, Appended, entry_key, parse_wake, wake_message
+from feed.fields import ID_PATTERN
 from feed.services import Services
 from feed.stream import listener as listener_module
 from feed.stream.hub import RESUME_LIMIT, Listener
@@ -63,12 +66,32 @@ async def test_listener_buffer_is_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     listener = Listener("alice", "1-0")
     for i in range(3):
         listener.offer(b"%d" % i)
-    assert await listener.next(0.1) == [b"0", b"1", b"2"]
-    assert await listener.next(0.05) is None  # idle: time for a keep-alive
+    assert await listener.next() == [b"0", b"1", b"2"]
     for i in range(10):
         listener.offer(b"%d" % i)
     assert listener.closed == "stalled"
     assert len(listener.frames) == 4
+
+
+async def test_a_quiet_listener_is_nudged_and_a_busy_one_is_not() -> None:
+    """Pass: a nudge wakes a listener that has written nothing since the given time,
+    with no frames (a keep-alive is due); one that wrote since, or has frames waiting,
+    is left alone."""
+    quiet, busy, waiting = (Listener(r, "1-0") for r in ("q", "b", "w"))
+    for listener in (quiet, busy, waiting):
+        listener.sent_at = 10.0
+    busy.sent_at = 20.0
+    waiting.offer(b"x")
+    waiting.ready.clear()
+    for listener in (quiet, busy, waiting):
+        listener.nudge(15.0)
+    assert quiet.ready.is_set()
+    assert await quiet.next() == []
+    assert not busy.ready.is_set()
+    assert not waiting.ready.is_set()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await busy.next()
 
 
 async def test_resumption_rule(services: Services, settings: Settings) -> None:
@@ -89,7 +112,8 @@ async def test_resumption_rule(services: Services, settings: Settings) -> None:
 
 async def test_a_reader_without_a_stream_gets_no_live_entries(services: Services) -> None:
     """Pass: the delivery path writes live streams only for readers who stream, once
-    per koo however often it is delivered, and publishes only their ids."""
+    per koo however often it is delivered, and publishes their ids, each with the entry
+    before the koo's and the koo's own."""
     cache = services.cache
     idle, live = uid("idle"), uid("live")
     await cache.open_live(live)
@@ -101,14 +125,43 @@ async def test_a_reader_without_a_stream_gets_no_live_entries(services: Services
             await cache.push_live([idle, live], "k1", 1_000, "author")
         assert not await cache.redis.exists(keys.live_stream(idle), keys.live_seen(idle))
         entries = await cache.redis.xrange(keys.live_stream(live))
-        assert [f.get("k") for _, f in entries if f["t"] == "koo"] == ["k1"]
-        woken: list[str] = []
-        async with asyncio.timeout(5):
-            while not woken:
+        (opened, _), (appended, fields) = entries  # the stream's opening, then the koo
+        assert (fields["t"], fields["k"]) == ("koo", "k1")
+        mine: list[tuple[list[str], str, list[Appended]]] = []
+        async with asyncio.timeout(5):  # other tests may publish on the channel meanwhile
+            while not mine:
                 message = await pubsub.get_message(timeout=1.0)
-                if message and message["type"] == "message":
-                    woken += message["data"].split()
-        assert live in woken
-        assert idle not in woken
+                data = message["data"] if message and message["type"] == "message" else ""
+                if live in data or idle in data:
+                    mine.append(parse_wake(data))
+        assert mine == [([], "k1", [(live, opened, appended)])]
+        await asyncio.sleep(0.2)
+        while message := await pubsub.get_message(timeout=0.1):
+            assert live not in message["data"]  # the second delivery woke no one
+            assert idle not in message["data"]
     finally:
         await pubsub.aclose()
+
+
+@pytest.mark.parametrize(("readers", "koo_id", "appended"), [
+    (["r1", "r-2"], "", []),
+    ([], "k_1", [("r1", "1-0", "2-0"), ("r2", "0-0", "17-3")]),
+    (["r3"], "k", [("r1", "1-0", "2-0")]),
+])
+def test_wake_messages_round_trip(readers: list[str], koo_id: str,
+                                  appended: list[Appended]) -> None:
+    assert parse_wake(wake_message(readers, koo_id, appended)) == (readers, koo_id, appended)
+
+
+@given(st.lists(st.from_regex(ID_PATTERN, fullmatch=True), max_size=5),
+       st.from_regex(ID_PATTERN, fullmatch=True),
+       st.lists(st.tuples(st.from_regex(ID_PATTERN, fullmatch=True),
+                          st.from_regex(r"[0-9]{1,13}-[0-9]{1,4}", fullmatch=True),
+                          st.from_regex(r"[0-9]{1,13}-[0-9]{1,4}", fullmatch=True)),
+                max_size=5))
+def test_any_ids_survive_a_wake_message(readers: list[str], koo_id: str,
+                                        appended: list[Appended]) -> None:
+    """Property: whatever valid ids, the message gives back what was put in (ids never
+    hold the separators)."""
+    expected = (readers, koo_id if appended else "", appended)
+    assert parse_wake(wake_message(readers, koo_id, appended)) == expected

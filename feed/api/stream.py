@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -74,11 +75,11 @@ class EventStream(Response):
                         "headers": self.raw_headers})
             await self._send(send, OPENING + (RESET if self.reset else b""))
             while listener.closed is None:
-                frames = await listener.next(self.hub.keepalive)
-                if frames is None:
-                    await self._send(send, KEEPALIVE)
-                elif frames:
+                frames = await listener.next()
+                if frames:
                     await self._send(send, b"".join(frames))
+                elif listener.closed is None:  # nudged by the hub: idle for a while
+                    await self._send(send, KEEPALIVE)
             if listener.closed != "gone":
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -94,11 +95,13 @@ class EventStream(Response):
             self.hub.release()
 
     async def _send(self, send: Send, body: bytes) -> None:
-        self.listener.sending = True
+        listener = self.listener
+        listener.sending = True
         try:
             await send({"type": "http.response.body", "body": body, "more_body": True})
         finally:
-            self.listener.sending = False
+            listener.sending = False
+            listener.sent_at = time.monotonic()
 
 
 async def _watch_disconnect(receive: Receive, listener: Listener) -> None:

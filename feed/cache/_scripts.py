@@ -90,7 +90,9 @@ return 0
 # only while they stream, or did a short while ago) gets the koo appended to it once:
 # the seen set says whether an earlier delivery of the same koo (announce, push, a
 # retried chunk) already did. ``a``: score, member, author, maxlen, seen_keep, ttl.
-# 1 written, 0 streamed before, -1 no live stream.
+# Written: {id of the entry before, id of the new entry}; 0 streamed before; -1 no live
+# stream. The pair lets an API process that has passed the entry before send the koo
+# without reading the stream back.
 _LIVE_KOO = """
 local function live_koo(live, seen, a)
   if redis.call('EXISTS', live) == 0 then return -1 end
@@ -100,15 +102,20 @@ local function live_koo(live, seen, a)
     redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_keep + 1))
   end
   redis.call('EXPIRE', seen, a[6])
-  redis.call('XADD', live, 'MAXLEN', '~', a[4], '*', 't', 'koo', 'k', a[2], 'a', a[3], 'c', a[1])
-  return 1
+  local last = redis.call('XREVRANGE', live, '+', '-', 'COUNT', 1)
+  local before = '0-0'
+  if last[1] then before = last[1][1] end
+  local id = redis.call('XADD', live, 'MAXLEN', '~', a[4], '*', 't', 'koo', 'k', a[2],
+                        'a', a[3], 'c', a[1])
+  return {before, id}
 end
 """
 
 # PUSH, and the live stream of each reader who has one, in the same call: for a reader
 # who never streamed the extra cost is one EXISTS. KEYS: per reader its timeline, live
 # stream and seen set; ARGV: score, member, keep, author, maxlen, seen_keep, ttl.
-# Returns {timelines pushed, index of each reader (1-based) whose live stream grew...}.
+# Returns {timelines pushed, then for each reader whose live stream grew: its index
+# (1-based), the id of the entry before and the id of the new entry}.
 PUSH_LIVE = _TRIM + _LIVE_KOO + """
 local keep = tonumber(ARGV[3])
 local a = {ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
@@ -121,7 +128,12 @@ for i = 1, #KEYS, 3 do
     trim(key, keep)
     pushed = pushed + 1
   end
-  if live_koo(KEYS[i + 1], KEYS[i + 2], a) == 1 then out[#out + 1] = (i + 2) / 3 end
+  local grew = live_koo(KEYS[i + 1], KEYS[i + 2], a)
+  if type(grew) == 'table' then
+    out[#out + 1] = (i + 2) / 3
+    out[#out + 1] = grew[1]
+    out[#out + 1] = grew[2]
+  end
 end
 out[1] = pushed
 return out
@@ -129,7 +141,7 @@ return out
 
 # A koo for live streams only (a celebrity's, pulled by every other reader). KEYS: per
 # reader its live stream and seen set; ARGV: score, member, author, maxlen, seen_keep,
-# ttl. Returns one flag per reader: 1 written, 0 streamed before, -1 no live stream.
+# ttl. Returns one reply of live_koo per reader.
 LIVE_KOO = _LIVE_KOO + """
 local out = {}
 for i = 1, #KEYS, 2 do out[#out + 1] = live_koo(KEYS[i], KEYS[i + 1], ARGV) end

@@ -8,6 +8,14 @@ script call, so a reader who never streamed costs one EXISTS), ``remove`` entrie
 ids on ``keys.LIVE_WAKE_CHANNEL``, once per batch; every API process listens there on
 one connection and reads the streams of the readers it serves. The stream is also what
 a reconnecting client resumes from.
+
+A wake-up message is space-separated words (ids never hold ``:`` or ``/``):
+
+- ``READER``: READER's live stream grew; read it.
+- ``koo:KOO_ID`` first, then ``READER/BEFORE/ENTRY``: the delivery of KOO_ID appended
+  entry ENTRY to READER's live stream, right after entry BEFORE. A process whose stream
+  of READER has passed BEFORE sends the koo as it is, without reading the stream back
+  (the common case, and most of the cost at thousands of streams); any other reads.
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from feed import keys
 from feed.cache._base import CacheBase, Calls
 from feed.cache.timelines import PUSH_BATCH
 
-__all__ = ["LIVE_MAXLEN", "LIVE_TTL_SECONDS", "LiveCache", "LiveEntry", "entry_key"]
+__all__ = ["LIVE_MAXLEN", "LIVE_TTL_SECONDS", "Appended", "LiveCache", "LiveEntry",
+           "entry_key", "parse_wake", "wake_message"]
 
 LIVE_MAXLEN = 200  # entries a live stream keeps (about: trimmed with MAXLEN ~)
 LIVE_SEEN_KEEP = 400  # koo ids remembered per live stream, to stream each koo once
@@ -29,6 +38,34 @@ LIVE_TTL_SECONDS = 600  # a live stream outlives its last open stream by this mu
 WAKE_BATCH = 1_000  # reader ids per wake-up message
 
 LiveEntry = tuple[str, dict[str, str]]  # (stream entry id, fields)
+Appended = tuple[str, str, str]  # (reader, id of the entry before, id of the koo's entry)
+_KOO_WORD = "koo:"
+
+
+def wake_message(readers: Sequence[str], koo_id: str = "",
+                 appended: Sequence[Appended] = ()) -> str:
+    """One wake-up message: ``readers`` to read, and ``appended`` entries of ``koo_id``."""
+    words = [f"{_KOO_WORD}{koo_id}", *("/".join(a) for a in appended)] if appended else []
+    return " ".join([*words, *readers])
+
+
+def parse_wake(message: str) -> tuple[list[str], str, list[Appended]]:
+    """The readers to read, the koo and the entries it was appended as, of a message."""
+    readers: list[str] = []
+    appended: list[Appended] = []
+    koo_id = ""
+    for word in message.split():
+        if word.startswith(_KOO_WORD):
+            koo_id = word[len(_KOO_WORD):]
+        elif "/" in word:
+            reader, before, entry = word.split("/", 2)
+            if koo_id:
+                appended.append((reader, before, entry))
+            else:
+                readers.append(reader)
+        else:
+            readers.append(word)
+    return readers, koo_id, appended
 
 
 def entry_key(entry_id: str) -> tuple[int, int]:
@@ -60,11 +97,12 @@ class LiveCache(CacheBase):
         calls: Calls = [(keys_of(readers[i:i + step]), args) for i in starts]
         results = await self._guard(self._run_many("push_live", calls))
         pushed = 0
-        grew: list[str] = []
+        grew: list[Appended] = []
         for start, reply in zip(starts, results, strict=True):
             pushed += int(reply[0])
-            grew += [readers[start + int(i) - 1] for i in reply[1:]]
-        await self.wake(grew)
+            grew += [(readers[start + int(reply[i]) - 1], str(reply[i + 1]), str(reply[i + 2]))
+                     for i in range(1, len(reply), 3)]
+        await self.wake_koo(koo_id, grew)
         return pushed
 
     async def live_koo(self, readers: Sequence[str], koo_id: str, created: int,
@@ -78,10 +116,12 @@ class LiveCache(CacheBase):
         else:
             calls = [([k for pair in pairs[i:i + PUSH_BATCH] for k in pair], args)
                      for i in range(0, len(pairs), PUSH_BATCH)]
-        flags = [int(f) for reply in await self._guard(self._run_many("live_koo", calls))
-                 for f in reply]
-        await self.wake([r for r, f in zip(readers, flags, strict=True) if f == 1])
-        return flags
+        replies = [r for reply in await self._guard(self._run_many("live_koo", calls))
+                   for r in reply]
+        await self.wake_koo(koo_id, [(reader, str(r[0]), str(r[1]))
+                                     for reader, r in zip(readers, replies, strict=True)
+                                     if isinstance(r, list)])
+        return [1 if isinstance(r, list) else int(r) for r in replies]
 
     async def live_fans(self, author: str) -> list[str]:
         """Readers with a live stream who follow ``author`` (a pulled author)."""
@@ -129,15 +169,22 @@ class LiveCache(CacheBase):
     async def wake(self, readers: Sequence[str]) -> None:
         """Tell the API processes that these readers' live streams grew."""
         for i in range(0, len(readers), WAKE_BATCH):
-            message = " ".join(readers[i:i + WAKE_BATCH])
-            if isinstance(self.redis, RedisCluster):
-                # A plain PUBLISH reaches the subscribers of every node of a Cluster.
-                node = self.redis.get_default_node()
-                await self._guard(self.redis.execute_command(
-                    "PUBLISH", keys.LIVE_WAKE_CHANNEL, message, target_nodes=node))
-            else:
-                redis: Any = self.redis
-                await self._guard(redis.publish(keys.LIVE_WAKE_CHANNEL, message))
+            await self._publish(wake_message(readers[i:i + WAKE_BATCH]))
+
+    async def wake_koo(self, koo_id: str, appended: Sequence[Appended]) -> None:
+        """Tell the API processes which entries the delivery of a koo appended."""
+        for i in range(0, len(appended), WAKE_BATCH):
+            await self._publish(wake_message((), koo_id, appended[i:i + WAKE_BATCH]))
+
+    async def _publish(self, message: str) -> None:
+        if isinstance(self.redis, RedisCluster):
+            # A plain PUBLISH reaches the subscribers of every node of a Cluster.
+            node = self.redis.get_default_node()
+            await self._guard(self.redis.execute_command(
+                "PUBLISH", keys.LIVE_WAKE_CHANNEL, message, target_nodes=node))
+        else:
+            redis: Any = self.redis
+            await self._guard(redis.publish(keys.LIVE_WAKE_CHANNEL, message))
 
     # --- the API process's side ---------------------------------------------------------
 

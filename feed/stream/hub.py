@@ -2,9 +2,11 @@
 
 The hub holds one pub/sub connection to the cache Redis, whatever the number of open
 streams. A message on ``keys.LIVE_WAKE_CHANNEL`` names readers whose live streams grew;
-for those this process serves, one pump reads the new entries (one pipelined XRANGE per
-batch of readers), hydrates the koos once, applies the feed's rule of who sees whom
-with the reader's current relations, and hands each open stream its frames. A stream
+for those this process serves, one pump reads the new entries (one XREAD per batch of
+readers; a pipelined XRANGE each on a Cluster), hydrates the koos once, applies the
+feed's rule of who sees whom with the reader's current relations, and hands each open
+stream its frames. A koo's delivery says which entry it appended after which: a stream
+that has passed that entry gets the koo without its live stream being read back. A stream
 whose client stops reading is closed once ``MAX_PENDING_FRAMES`` wait for it. When the
 pub/sub connection fails (the cache Redis restarted), every stream is ended: clients
 reconnect with ``Last-Event-ID`` and resume from the live stream, or reload on a reset.
@@ -18,6 +20,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +31,14 @@ from redis.exceptions import RedisError
 
 from feed import keys, metrics, ranking
 from feed.cache.fallback import without_cache
-from feed.cache.live import LIVE_MAXLEN, LIVE_TTL_SECONDS, LiveEntry, entry_key
+from feed.cache.live import (
+    LIVE_MAXLEN,
+    LIVE_TTL_SECONDS,
+    Appended,
+    LiveEntry,
+    entry_key,
+    parse_wake,
+)
 from feed.errors import StorageUnavailable
 from feed.models import Koo, RelationSets
 from feed.stream.ids import StreamIds
@@ -40,6 +50,7 @@ __all__ = ["KEEPALIVE_SECONDS", "MAX_PENDING_FRAMES", "Listener", "StreamHub"]
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 14.0  # a comment line at least this often while a stream is idle
+NUDGE_SECONDS = 1.0  # idle streams are looked for this often (or keepalive / 4)
 RESUME_LIMIT = 200  # entries a reconnecting client may catch up on; more: reset
 PUMP_BATCH = 2_000  # readers whose live streams one pump round reads
 PING_SECONDS = 5.0  # the pub/sub connection is checked this often while quiet
@@ -71,7 +82,8 @@ class StreamHub:
         self.keepalive = KEEPALIVE_SECONDS
         self.open_streams = 0
         self._readers: dict[str, _Reader] = {}
-        self._pending: set[str] = set()
+        self._pending: set[str] = set()  # readers whose live streams are to be read
+        self._appended: deque[tuple[str, list[Appended]]] = deque()  # koos to pass on
         self._pump_due = asyncio.Event()
         self._subscribed = asyncio.Event()
         self._celebrities: frozenset[str] = frozenset()
@@ -85,7 +97,8 @@ class StreamHub:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._listen()),
                            asyncio.create_task(self._pump()),
-                           asyncio.create_task(self._keep())]
+                           asyncio.create_task(self._keep()),
+                           asyncio.create_task(self._nudge())]
             self._end_on_signals()
 
     def _end_on_signals(self) -> None:
@@ -210,7 +223,12 @@ class StreamHub:
     # --- reading live streams -------------------------------------------------------------
 
     def _woken(self, message: str) -> None:
-        self._due([r for r in message.split() if r in self._readers])
+        readers, koo_id, appended = parse_wake(message)
+        self._due([r for r in readers if r in self._readers])
+        mine = [a for a in appended if a[0] in self._readers]
+        if mine:
+            self._appended.append((koo_id, mine))
+            self._pump_due.set()
 
     def _due(self, readers: list[str]) -> None:
         if readers:
@@ -218,13 +236,22 @@ class StreamHub:
             self._pump_due.set()
 
     async def _pump(self) -> None:
+        """The one task that hands frames to streams, in the order the entries came:
+        koos passed on as their delivery announced them, then live streams read."""
         while not self._stopping:
             await self._pump_due.wait()
             self._pump_due.clear()
-            while self._pending:
-                batch = [self._pending.pop() for _ in range(min(PUMP_BATCH, len(self._pending)))]
+            while self._appended or self._pending:
+                if self._appended:
+                    koo_id, appended = self._appended.popleft()
+                    batch = [reader for reader, _, _ in appended]
+                    work = self._pass_on(koo_id, appended)
+                else:
+                    batch = [self._pending.pop()
+                             for _ in range(min(PUMP_BATCH, len(self._pending)))]
+                    work = self._pull(batch)
                 try:
-                    await self._pull(batch)
+                    await work
                 except StorageUnavailable as exc:
                     log.warning("live streams could not be read; their streams end",
                                 extra={"error": str(exc), "readers": len(batch)})
@@ -234,6 +261,31 @@ class StreamHub:
                 except Exception:
                     log.exception("live streams could not be read",
                                   extra={"readers": len(batch)})
+
+    async def _pass_on(self, koo_id: str, appended: list[Appended]) -> None:
+        """A koo's delivery appended it to these readers' live streams: each stream that
+        has passed the entry before gets it; a stream behind that (an entry it has not
+        seen came first, or a message arrived out of order) reads its live stream."""
+        bodies = await self.manager.koos([koo_id])
+        now = time.time()
+        items: dict[tuple[str, str, float], bytes] = {}
+        fields = {"t": "koo", "k": koo_id}
+        behind: list[str] = []
+        for reader, before, entry_id in appended:
+            state = self._readers.get(reader)
+            if state is None or state.relations is None:
+                continue  # gone, or opening: open() reads its stream once loaded
+            key, before_key = entry_key(entry_id), entry_key(before)
+            if any(before_key != listener.after < key for listener in state.listeners):
+                behind.append(reader)
+                continue
+            frame = self._koo_frame(reader, state, entry_id, fields, bodies, now, items)
+            for listener in state.listeners:
+                if key > listener.after:
+                    if frame is not None:
+                        listener.offer(frame)
+                    listener.after = key
+        self._due(behind)
 
     async def _pull(self, readers: list[str]) -> None:
         after: dict[str, str] = {}
@@ -250,7 +302,7 @@ class StreamHub:
         items: dict[tuple[str, str, float], bytes] = {}  # one JSON body per koo and score
         for reader, rows in found.items():
             state = self._readers.get(reader)
-            if state is not None:
+            if state is not None and state.relations is not None:
                 await self._dispatch(reader, state, rows, bodies, now, items)
             if len(rows) >= LIVE_MAXLEN:
                 self._due([reader])  # more than one read's worth: go on next round
@@ -346,6 +398,18 @@ class StreamHub:
                     with contextlib.suppress(Exception):
                         await client.aclose()
             await asyncio.sleep(RESUBSCRIBE_SECONDS)
+
+    async def _nudge(self) -> None:
+        """Wake the streams that have written nothing for nearly ``keepalive`` seconds,
+        so each sends a keep-alive in time: one pass over the open streams per tick,
+        instead of a timer per stream."""
+        while not self._stopping:
+            tick = min(NUDGE_SECONDS, self.keepalive / 4)
+            await asyncio.sleep(tick)
+            quiet_since = time.monotonic() - self.keepalive + tick
+            for state in self._readers.values():
+                for listener in state.listeners:
+                    listener.nudge(quiet_since)
 
     async def _keep(self) -> None:
         """Extend the live streams of the readers streaming here, and refresh the list of

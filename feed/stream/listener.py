@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
@@ -14,9 +15,14 @@ MAX_PENDING_FRAMES = 256  # frames waiting for a slow client before it is discon
 
 
 class Listener:
-    """One open stream: its reader, the newest entry it has passed, and its frames."""
+    """One open stream: its reader, the newest entry it has passed, and its frames.
 
-    __slots__ = ("after", "closed", "frames", "reader", "ready", "sending", "task")
+    Nothing here keeps a timer: the hub wakes a stream that has sent nothing for a while
+    (:meth:`nudge`), and the stream then sends a keep-alive. One timer per stream, armed
+    and cancelled on every frame, cost more than the frame's own write.
+    """
+
+    __slots__ = ("after", "closed", "frames", "reader", "ready", "sending", "sent_at", "task")
 
     def __init__(self, reader: str, after: str) -> None:
         self.reader = reader
@@ -26,6 +32,7 @@ class Listener:
         self.closed: str | None = None  # why it ended: gone, stalled, cache, shutdown
         self.task: asyncio.Task[Any] | None = None  # the response's task, while sending
         self.sending = False
+        self.sent_at = time.monotonic()  # when the stream last wrote to its client
 
     def offer(self, frame: bytes) -> None:
         if self.closed is not None:
@@ -44,15 +51,16 @@ class Listener:
         if reason == "stalled" and self.sending and self.task is not None:
             self.task.cancel()  # stuck writing to a client that does not read
 
-    async def next(self, idle: float) -> list[bytes] | None:
-        """The frames waiting (maybe none, once closed); None after ``idle`` seconds
-        without any."""
+    def nudge(self, quiet_since: float) -> None:
+        """Wake the stream if it has written nothing since ``quiet_since`` (monotonic):
+        it is time for a keep-alive."""
+        if self.sent_at <= quiet_since and not self.frames:
+            self.ready.set()
+
+    async def next(self) -> list[bytes]:
+        """The frames waiting; none when the stream was closed or nudged."""
         if not self.frames and self.closed is None:
-            try:
-                async with asyncio.timeout(idle):
-                    await self.ready.wait()
-            except TimeoutError:
-                return None
+            await self.ready.wait()
         self.ready.clear()
         frames = list(self.frames)
         self.frames.clear()

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette
 
 from config.settings import Settings
-from feed import metrics
+from feed import keys, metrics
 from feed.api.app import create_app
-from feed.cache.live import LIVE_MAXLEN
+from feed.cache.live import LIVE_MAXLEN, wake_message
 from feed.services import Services, open_services
 from feed.stream import hub as hub_module
 from tests.api.conftest import seed
@@ -83,6 +84,28 @@ async def test_followee_own_and_celebrity_koos_arrive_and_others_do_not(
                     "reply_to", "rekoo_of", "likes", "rekoos", "comments", "score",
                     "reason"} == set(e.data)
         assert not [e for e in await stream.quiet(1.0) if e.event == "koo"]
+
+
+async def test_a_koo_announced_past_an_unseen_entry_is_read_back_in_order(
+    svc: Services, url: str
+) -> None:
+    """Pass: a wake-up whose entry follows one the process has not passed (messages out
+    of order, or a note whose wake-up was lost) makes the process read the live stream:
+    both entries arrive, in order, and neither is sent twice."""
+    p = people("r", "a")
+    await seed(svc.settings, [signup(u) for u in p.values()], [follow(p["r"], p["a"])])
+    first, second = uid("k"), uid("k")
+    await seed(svc.settings, [koo(first, p["a"]), koo(second, p["a"])])  # before streaming
+    async with open_stream(url, p["r"]) as stream:
+        redis: Any = svc.cache.redis
+        live = keys.live_stream(p["r"])
+        unseen = await redis.xadd(live, {"t": "koo", "k": first, "a": p["a"], "c": 1})
+        entry = await redis.xadd(live, {"t": "koo", "k": second, "a": p["a"], "c": 2})
+        await redis.publish(keys.LIVE_WAKE_CHANNEL,
+                            wake_message((), second, [(p["r"], str(unseen), str(entry))]))
+        got = [(await stream.next_of("koo")).data["koo_id"] for _ in range(2)]
+        assert got == [first, second]
+        assert not [e for e in await stream.quiet(0.5) if e.event == "koo"]
 
 
 async def test_removes_on_delete_unfollow_block_and_mute(svc: Services, url: str) -> None:
