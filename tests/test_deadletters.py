@@ -97,3 +97,20 @@ async def test_purge_removes_only_the_old_ones(impatient: Services) -> None:
     assert await desk(impatient).purge(older_than_days=2) >= 1
     assert await desk(impatient).show(old) is None
     assert await desk(impatient).show(new) is not None
+
+
+async def test_a_held_event_too_big_for_an_item_is_marked_truncated(impatient: Services
+                                                                    ) -> None:
+    """Pass: an event whose personal fields are held apart, and whose whole text is past
+    the 32 K kept, leaves a letter that says so, with the event's full size; the letter
+    itself stays small and holds no text."""
+    event_id = uid("e")
+    huge = {**koo(uid("k"), uid("u"), text="z" * 1_000_000), "event_id": event_id}
+    dl_id = keys.dead_letter_of_event(event_id)
+    await impatient.stores.dead_letters.add(dl_id, huge, "text too long")
+    letter = await impatient.stores.dead_letters.get(dl_id)
+    assert letter is not None
+    assert letter["payload_truncated"] is True
+    assert letter["payload_chars"] > 1_000_000
+    assert "zzz" not in orjson.dumps(letter["payload"]).decode()
+    assert len(orjson.dumps(letter, default=str)) < 64 * 1024

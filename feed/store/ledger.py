@@ -141,13 +141,15 @@ class DeadLetters:
         (the region of the user it is about; None: the service's own table). A payload
         too big for one DynamoDB item (400 KB) is kept as the start of its JSON text."""
         held_in: str | None = None
+        whole = ""  # the held event's JSON text
         if reason == USER_DELETED:
             payload = ids_only(payload)  # never applies: the ids, type and reason suffice
         elif without_personal(payload) != payload:
             held_in = home if home is not None and home in self.regions else HERE
+            whole = orjson.dumps(payload, default=repr).decode()
             await self._home(held_in).put(DEAD_LETTERS, {
                 "dl_id": HELD_PREFIX + dl_id, "held": True,
-                "payload": orjson.dumps(payload, default=repr).decode()[:MAX_PAYLOAD_CHARS]})
+                "payload": whole[:MAX_PAYLOAD_CHARS]})
             payload = without_personal(payload)
         encoded = orjson.dumps(payload, default=repr).decode()
         item: dict[str, Any] = {
@@ -161,8 +163,9 @@ class DeadLetters:
             item["held_in"] = held_in
         if len(encoded) > MAX_PAYLOAD_CHARS:
             item["payload"] = orjson.dumps(encoded[:MAX_PAYLOAD_CHARS]).decode()
+        if max(len(encoded), len(whole)) > MAX_PAYLOAD_CHARS:  # the letter or the held event
             item["payload_truncated"] = True
-            item["payload_chars"] = len(encoded)
+            item["payload_chars"] = max(len(encoded), len(whole))
         await self.db.put(DEAD_LETTERS, item)
 
     async def get(self, dl_id: str) -> dict[str, Any] | None:
