@@ -50,7 +50,6 @@ __all__ = ["KEEPALIVE_SECONDS", "MAX_PENDING_FRAMES", "Listener", "StreamHub"]
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 14.0  # a comment line at least this often while a stream is idle
-NUDGE_SECONDS = 1.0  # idle streams are looked for this often (or keepalive / 4)
 RESUME_LIMIT = 200  # entries a reconnecting client may catch up on; more: reset
 PUMP_BATCH = 2_000  # readers whose live streams one pump round reads
 PING_SECONDS = 5.0  # the pub/sub connection is checked this often while quiet
@@ -401,12 +400,12 @@ class StreamHub:
 
     async def _nudge(self) -> None:
         """Wake the streams that have written nothing for nearly ``keepalive`` seconds,
-        so each sends a keep-alive in time: one pass over the open streams per tick,
-        instead of a timer per stream."""
+        so each sends a keep-alive in time: one pass over the open streams four times
+        per interval, instead of a timer per stream."""
         while not self._stopping:
-            tick = min(NUDGE_SECONDS, self.keepalive / 4)
-            await asyncio.sleep(tick)
-            quiet_since = time.monotonic() - self.keepalive + tick
+            every = self.keepalive / 4
+            await asyncio.sleep(every)
+            quiet_since = time.monotonic() - (self.keepalive - every)
             for state in self._readers.values():
                 for listener in state.listeners:
                     listener.nudge(quiet_since)

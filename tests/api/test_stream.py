@@ -147,13 +147,15 @@ async def test_an_author_who_blocks_the_reader_is_never_streamed(svc: Services, 
         assert (await stream.next_of("koo")).data["koo_id"] == shown
 
 
-async def test_keep_alive_comments_while_idle(app: Starlette, svc: Services, url: str
-                                              ) -> None:
+async def test_keep_alive_comments_while_idle(svc: Services,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Pass: an idle stream gets a comment line within each keep-alive interval."""
     (reader,) = people("r").values()
     await seed(svc.settings, [signup(reader)])
-    app.state.stream_hub.keepalive = 0.3
-    async with open_stream(url, reader) as stream:
+    monkeypatch.setattr(hub_module, "KEEPALIVE_SECONDS", 0.3)
+    application = create_app(svc.settings, svc)
+    async with (application.router.lifespan_context(application), serve(application) as base,
+                open_stream(base, reader) as stream):
         await asyncio.sleep(1.2)
         assert stream.comments.count("keep-alive") >= 2, stream.comments
 
