@@ -217,5 +217,7 @@ async def _client_main(port: int, token: str, users: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    import uvloop  # the clients stand for thousands of devices: keep their own cost low
+
     with open(sys.argv[3]) as names:
-        asyncio.run(_client_main(int(sys.argv[1]), sys.argv[2], names.read().split()))
+        uvloop.run(_client_main(int(sys.argv[1]), sys.argv[2], names.read().split()))

@@ -10,7 +10,9 @@ Three parts, each in one run:
    applies the author's koos, published as events. Per koo: the time from the publish to
    the koo's ``koo`` event on every follower's stream, beside the time to the koo in
    every follower's cached timeline (the delivery latency, polled as bench.fanout does).
-   Target: stream p99 <= delivery p99 + 50 ms.
+   Target: stream p99 <= delivery p99 + 50 ms. Also the CPU time the API process and
+   the clients' process spent per streamed frame (from the publish until every stream
+   had the koo), which the noise of shared cores moves far less than latencies.
 2. Idle streams: 5,000 streams open on a fresh `feed api` process: its RSS before and
    after (per stream), and its CPU over an idle window, keep-alives included. Target:
    <= 250 MB RSS at 5,000 streams.
@@ -145,12 +147,12 @@ async def latency_part(opts: Options, settings: Settings, services: Services
     worker = asyncio.create_task(run_workers(settings, (REALTIME,), services=services,
                                              stop=stop, handle_signals=False))
     try:
-        async with api_process(settings, TOKEN, IDLE_STREAMS + 100) as (_, port):
+        async with api_process(settings, TOKEN, IDLE_STREAMS + 100) as (api_pid, port):
             for size in LATENCY_SIZES:
                 with progress(f"latency: {size:,} streams, {opts.samples} koos"):
                     async with stream_clients(port, TOKEN, fans[size]) as clients:
                         rows.append(await _measure(opts, services, missing, authors[size],
-                                                   fans[size], clients))
+                                                   fans[size], clients, api_pid))
     finally:
         await stop_worker(stop, worker)
         await checker.aclose()
@@ -158,14 +160,19 @@ async def latency_part(opts: Options, settings: Settings, services: Services
 
 
 async def _measure(opts: Options, services: Services, missing: object, author: str,
-                   readers: list[str], clients: asyncio.subprocess.Process
+                   readers: list[str], clients: asyncio.subprocess.Process, api_pid: int
                    ) -> dict[str, float]:
+    """Latencies, and the CPU the API process and the clients' process spent per
+    streamed frame (from the koo's publish until every stream had it; keep-alives and
+    the idle pause between koos are outside that window)."""
     delivery: list[float] = []
     streamed: list[float] = []
+    api_cpu = client_cpu = 0.0
     for i in range(opts.samples + 2):  # the first two warm up
         koo_id = f"bs{len(readers)}k{i}{uuid.uuid4().hex[:6]}"
         waiting = asyncio.create_task(arrival(clients, koo_id))
         await asyncio.sleep(0.05)  # the clients expect it before it is published
+        api0, client0 = process_cpu_seconds(api_pid), process_cpu_seconds(clients.pid)
         started, started_mono = time.perf_counter(), time.monotonic()
         await services.publisher.publish([koo_event(koo_id, author)])
         visible = await wait_visible(missing, readers, koo_id, started,  # type: ignore[arg-type]
@@ -174,11 +181,15 @@ async def _measure(opts: Options, services: Services, missing: object, author: s
         if i >= 2 and visible[1] is not None and arrived is not None:
             delivery.append(visible[1])
             streamed.append(arrived - started_mono)
+            api_cpu += process_cpu_seconds(api_pid) - api0
+            client_cpu += process_cpu_seconds(clients.pid) - client0
         await wait_idle(services)
         await asyncio.sleep(0.2)
     return {"followers": len(readers), "samples": len(delivery),
             "delivery_p50_s": percentile(delivery, 50), "delivery_p99_s": percentile(delivery, 99),
-            "stream_p50_s": percentile(streamed, 50), "stream_p99_s": percentile(streamed, 99)}
+            "stream_p50_s": percentile(streamed, 50), "stream_p99_s": percentile(streamed, 99),
+            "api_cpu_per_frame_us": 1e6 * api_cpu / max(1, len(delivery) * len(readers)),
+            "client_cpu_per_frame_us": 1e6 * client_cpu / max(1, len(delivery) * len(readers))}
 
 
 # --- part 2: idle streams ---------------------------------------------------------------
@@ -288,11 +299,14 @@ def _outcome(opts: Options, env: dict[str, str], latency: list[dict[str, float]]
                           idle["rss_after_mb"] <= RSS_TARGET_MB))
     md = ["### Latency: publish -> koo on every follower's stream, beside delivery",
           markdown_table(["followers (streams open)", "koos", "delivery p50", "delivery p99",
-                          "stream p50", "stream p99", "target met"],
+                          "stream p50", "stream p99", "target met",
+                          "API CPU per frame", "clients' CPU per frame"],
                          [[f"{int(r['followers']):,}", str(int(r["samples"])),
                            fmt_ms(r["delivery_p50_s"]), fmt_ms(r["delivery_p99_s"]),
                            fmt_ms(r["stream_p50_s"]), fmt_ms(r["stream_p99_s"]),
-                           "met" if t["met"] else "**not met**"]
+                           "met" if t["met"] else "**not met**",
+                           f"{r['api_cpu_per_frame_us']:.0f} us",
+                           f"{r['client_cpu_per_frame_us']:.0f} us"]
                           for r, t in zip(latency, targets, strict=False)]),
           "", "### Idle streams on one API process",
           markdown_table(["streams", "still open", "RSS before", "RSS after",
@@ -313,8 +327,11 @@ def _outcome(opts: Options, env: dict[str, str], latency: list[dict[str, float]]
     markdown = "\n".join(md)
     figures: dict[str, float | None] = {
         f"stream_p99_s_{int(r['followers'])}": r["stream_p99_s"] for r in latency}
-    figures.update({f"delivery_p99_s_{int(r['followers'])}": r["delivery_p99_s"]
-                    for r in latency})
+    for r in latency:
+        n = int(r["followers"])
+        figures[f"delivery_p99_s_{n}"] = r["delivery_p99_s"]
+        figures[f"api_cpu_per_frame_us_{n}"] = r["api_cpu_per_frame_us"]
+        figures[f"client_cpu_per_frame_us_{n}"] = r["client_cpu_per_frame_us"]
     figures.update({k: float(v) for k, v in idle.items()})
     figures.update(cost)
     return Outcome(
