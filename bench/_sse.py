@@ -138,14 +138,15 @@ def rss_mb(pid: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def stream_clients(port: int, token: str, users: Sequence[str]
+async def stream_clients(ports: Sequence[int], token: str, users: Sequence[str]
                          ) -> AsyncIterator[asyncio.subprocess.Process]:
     """A process of its own holding one stream per user (bench/_sse.py), so the clients
-    do not share a core's time with this process's worker."""
+    do not share a core's time with this process's worker; the users are dealt in turn
+    to the API processes on ``ports``, as a load balancer would."""
     with tempfile.NamedTemporaryFile("w", suffix=".users", delete=False) as names:
         names.write("\n".join(users))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench._sse", str(port), token, names.name,
+        sys.executable, "-m", "bench._sse", ",".join(map(str, ports)), token, names.name,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
@@ -171,7 +172,7 @@ async def arrival(clients: asyncio.subprocess.Process, koo_id: str) -> float | N
     return float(at[0]) if word == "arrived" else None
 
 
-# --- a client process: `python -m bench._sse PORT TOKEN USERS_FILE` -------------------
+# --- a client process: `python -m bench._sse PORT[,PORT...] TOKEN USERS_FILE` ---------
 # Opens a stream per user, prints "ready"; then for each line "expect KOO_ID" on stdin
 # prints "arrived KOO_ID T" once every stream has the koo (T: time.monotonic(), which
 # is the same clock in every process), or "timeout KOO_ID".
@@ -188,8 +189,9 @@ class _Countdown:
             self.done.set()
 
 
-async def _client_main(port: int, token: str, users: list[str]) -> None:
-    streams = await open_streams(port, users, token)
+async def _client_main(ports: list[int], token: str, users: list[str]) -> None:
+    streams = [stream for i, port in enumerate(ports)
+               for stream in await open_streams(port, users[i::len(ports)], token)]
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
@@ -220,4 +222,5 @@ if __name__ == "__main__":
     import uvloop  # the clients stand for thousands of devices: keep their own cost low
 
     with open(sys.argv[3]) as names:
-        uvloop.run(_client_main(int(sys.argv[1]), sys.argv[2], names.read().split()))
+        uvloop.run(_client_main([int(p) for p in sys.argv[1].split(",")], sys.argv[2],
+                                names.read().split()))
