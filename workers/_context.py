@@ -36,9 +36,12 @@ def retry_delay(job_try: int) -> float:
 
 
 def retry_later(ctx: dict[str, Any], exc: StorageUnavailable | NotReady) -> Retry:
-    """An arq Retry for a transient failure, deferred by the backoff."""
+    """An arq Retry for a transient failure, deferred by the backoff. Storage that failed
+    is a warning; an event that came before what it refers to is the events' ordering at
+    work (it is dead-lettered if it waits too long), so it is logged at INFO."""
     delay = retry_delay(int(ctx.get("job_try", 1)))
-    log.warning(
+    log.log(
+        logging.INFO if isinstance(exc, NotReady) else logging.WARNING,
         "job deferred after a transient failure",
         extra={"job_id": ctx.get("job_id"), "job_try": ctx.get("job_try"), "error": str(exc),
                "defer_seconds": round(delay, 3)},

@@ -7,14 +7,16 @@ raises arq's Retry with a positive deferral; a job that finishes in time is unto
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from arq import Retry
 
+from feed.errors import NotReady, StorageUnavailable
 from feed.jobs import QUEUE_TIMEOUTS
 from feed.services import Services
-from workers._context import retrying
+from workers._context import retry_later, retrying
 from workers.events import apply_event
 from workers.settings import create_queue_worker
 
@@ -63,3 +65,19 @@ async def test_workers_set_a_soft_deadline_below_arqs_timeout(services: Services
             assert all(soft < (f.timeout_s or hard) for f in worker.functions.values())
         finally:
             await worker.pool.aclose(close_connection_pool=True)
+
+
+@pytest.mark.parametrize(("exc", "level"), [
+    (NotReady("koo k1 is not stored (yet)"), logging.INFO),
+    (StorageUnavailable("DynamoDB timed out", "timeout"), logging.WARNING),
+])
+def test_an_event_early_for_what_it_names_is_no_warning(
+    exc: NotReady | StorageUnavailable, level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pass: a deferral because an event came before what it refers to is logged at
+    INFO (events may come out of order); one because storage failed, at WARNING."""
+    with caplog.at_level(logging.DEBUG, logger="workers._context"):
+        assert retry_later({"job_try": 1, "job_id": "j3"}, exc).defer_score is not None
+    (record,) = [r for r in caplog.records if r.name == "workers._context"]
+    assert record.levelno == level
+    assert record.getMessage() == "job deferred after a transient failure"
