@@ -18,6 +18,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from feed._embedded import free_port
+from feed.api._server import ConnectionLimits, guarded_protocol
 
 TOKEN = "test-token-123456"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -123,10 +124,12 @@ async def open_stream(base_url: str, user_id: str, *, last_event_id: str | None 
 
 @contextlib.asynccontextmanager
 async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Serve an app whose lifespan already runs on a free port; yields its base URL."""
+    """Serve an app whose lifespan already runs on a free port, with the HTTP protocol
+    `feed api` serves with; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                            log_level="warning", timeout_graceful_shutdown=1)
+                            log_level="warning", timeout_graceful_shutdown=1,
+                            http=guarded_protocol(ConnectionLimits()))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

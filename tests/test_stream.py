@@ -4,6 +4,7 @@ entry order, and the resumption rule over a real Redis."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from config.settings import Settings
 from feed import keys
+from feed.api._server import DirectBody
 from feed.cache.live import LIVE_MAXLEN, Appended, entry_key, parse_wake, wake_message
 from feed.fields import ID_PATTERN
 from feed.services import Services
@@ -165,3 +167,69 @@ def test_any_ids_survive_a_wake_message(readers: list[str], koo_id: str,
     hold the separators)."""
     expected = (readers, koo_id if appended else "", appended)
     assert parse_wake(wake_message(readers, koo_id, appended)) == expected
+
+
+class _Cycle:
+    """The parts of a response's connection that DirectBody looks at."""
+
+    def __init__(self) -> None:
+        self.disconnected = False
+        self.response_complete = False
+        self.response_started = True
+        self.chunked_encoding: bool | None = True
+        self.flow = SimpleNamespace(write_paused=False)
+        self.written: list[bytes] = []
+        self.transport = SimpleNamespace(write=self.written.append)
+
+
+def test_direct_body_writes_a_chunk_only_while_the_connection_takes_it() -> None:
+    """Pass: a frame goes out as one HTTP chunk while the answer is open, chunked and its
+    connection is not paused; after a disconnect, before the start, after the end, on a
+    paused connection or a non-chunked answer nothing is written and it says so."""
+    cycle = _Cycle()
+    direct = DirectBody(cycle)
+    assert direct(b"event: koo\n\n")
+    assert cycle.written == [b"c\r\nevent: koo\n\n\r\n"]
+    for change in ({"disconnected": True}, {"response_complete": True},
+                   {"response_started": False}, {"chunked_encoding": None}):
+        other = _Cycle()
+        vars(other).update(change)
+        assert not DirectBody(other)(b"x")
+        assert other.written == []
+    paused = _Cycle()
+    paused.flow.write_paused = True
+    assert not DirectBody(paused)(b"x")
+    assert paused.written == []
+
+
+async def test_a_listener_writes_directly_only_when_nothing_is_ahead_of_the_frame() -> None:
+    """Pass: with a direct writer, a frame goes straight out when no frame waits and the
+    response is not writing; otherwise (frames waiting, a write under way, the writer
+    refusing) it waits in order for the response's task, which is woken."""
+    written: list[bytes] = []
+    takes = True
+
+    def direct(frame: bytes) -> bool:
+        if takes:
+            written.append(frame)
+        return takes
+
+    listener = Listener("alice", "1-0")
+    listener.direct = direct
+    listener.offer(b"1")
+    assert written == [b"1"]
+    assert not listener.ready.is_set()
+    takes = False
+    listener.offer(b"2")  # refused (a paused connection): queued, the task is woken
+    takes = True
+    listener.offer(b"3")  # "2" is waiting: "3" must not overtake it
+    assert written == [b"1"]
+    assert listener.ready.is_set()
+    assert await listener.next() == [b"2", b"3"]
+    listener.sending = True  # the task is writing
+    listener.offer(b"4")
+    assert written == [b"1"]
+    listener.sending = False
+    assert await listener.next() == [b"4"]
+    listener.offer(b"5")
+    assert written == [b"1", b"5"]

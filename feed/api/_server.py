@@ -15,6 +15,10 @@ bounds on what one client can make a process hold (docs/api.md).
   the connection closed after it.
 
 Every refusal is counted in ``feed_http_refused_total{reason}``.
+
+Each request's scope also carries :class:`DirectBody` (under ``DIRECT_BODY`` in its
+``extensions``): the realtime streams write frames with it from the stream hub itself,
+without waking the response's task, while the connection takes them.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from uvicorn.server import ServerState
 from feed import metrics
 from feed.api._http import error_body
 
-__all__ = ["REFUSED", "ConnectionLimits", "GuardedHttpProtocol", "guarded_protocol"]
+__all__ = ["DIRECT_BODY", "REFUSED", "ConnectionLimits", "DirectBody", "GuardedHttpProtocol",
+           "guarded_protocol"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,35 @@ LINGER_SECONDS = 1.0
 _METHOD_ROOM = 24
 
 REFUSED = metrics.HTTP_REFUSED
+
+
+DIRECT_BODY = "feed.direct_body"  # the key of a request's DirectBody in its extensions
+
+
+class DirectBody:
+    """Write one chunk of a streaming answer straight to its connection, from outside the
+    answer's task (the ASGI ``send`` is for that task; this is for the stream hub, which
+    hands a frame to thousands of streams at once).
+
+    It writes only when nothing can be reordered or held: the answer has started,
+    chunked, and is not complete; the client is connected; the connection takes data
+    (its transport has not paused writing). Otherwise it returns False and the caller
+    goes through the answer's task and ``send``, which waits for the client. The caller
+    must also know that nothing it sent earlier is still waiting to be written.
+    """
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    def __call__(self, body: bytes) -> bool:
+        cycle = self._cycle
+        if (cycle.disconnected or cycle.response_complete or not cycle.response_started
+                or cycle.chunked_encoding is not True or cycle.flow.write_paused):
+            return False
+        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +195,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # Only once uvicorn has made this request's cycle: a head it refuses (a URL it
         # cannot parse) is answered as a head, not as a request the app holds.
         self._head_done = True
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # this request's, not the last
+            scope = cast("dict[str, Any]", self.scope)
+            scope.setdefault("extensions", {})[DIRECT_BODY] = DirectBody(cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from feed.api._http import error, path_id
+from feed.api._server import DIRECT_BODY
 from feed.reader import Reader
 from feed.stream import Listener, StreamHub
 
@@ -74,6 +75,8 @@ class EventStream(Response):
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
             await self._send(send, OPENING + (RESET if self.reset else b""))
+            # From here the hub may write frames itself while this task waits.
+            listener.direct = scope.get("extensions", {}).get(DIRECT_BODY)
             while listener.closed is None:
                 frames = await listener.next()
                 if frames:
@@ -90,6 +93,7 @@ class EventStream(Response):
             log.info("a stream's client stopped reading; disconnected",
                      extra={"user_id": listener.reader})
         finally:
+            listener.direct = None
             watcher.cancel()
             self.hub.detach(listener)
             self.hub.release()

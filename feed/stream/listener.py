@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from feed.cache.live import entry_key
@@ -22,7 +23,8 @@ class Listener:
     and cancelled on every frame, cost more than the frame's own write.
     """
 
-    __slots__ = ("after", "closed", "frames", "reader", "ready", "sending", "sent_at", "task")
+    __slots__ = ("after", "closed", "direct", "frames", "reader", "ready", "sending", "sent_at",
+                 "task")
 
     def __init__(self, reader: str, after: str) -> None:
         self.reader = reader
@@ -33,9 +35,19 @@ class Listener:
         self.task: asyncio.Task[Any] | None = None  # the response's task, while sending
         self.sending = False
         self.sent_at = time.monotonic()  # when the stream last wrote to its client
+        # Writes a frame to the client at once, if the connection takes it (False: it
+        # does not); set by the response once it has started. See feed.api._server.
+        self.direct: Callable[[bytes], bool] | None = None
 
     def offer(self, frame: bytes) -> None:
         if self.closed is not None:
+            return
+        # Nothing waiting and nothing being written: the frame can go out now, in order,
+        # without waking the response's task (the cost that matters at thousands of
+        # streams). Otherwise it waits its turn behind the others.
+        if (not self.frames and not self.sending and self.direct is not None
+                and self.direct(frame)):
+            self.sent_at = time.monotonic()
             return
         if len(self.frames) >= MAX_PENDING_FRAMES:
             self.close("stalled")

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from config.settings import Settings
 from feed import keys, metrics
+from feed.api._server import DirectBody
 from feed.api.app import create_app
 from feed.cache.live import LIVE_MAXLEN, wake_message
 from feed.services import Services, open_services
@@ -84,6 +85,29 @@ async def test_followee_own_and_celebrity_koos_arrive_and_others_do_not(
                     "reply_to", "rekoo_of", "likes", "rekoos", "comments", "score",
                     "reason"} == set(e.data)
         assert not [e for e in await stream.quiet(1.0) if e.event == "koo"]
+
+
+async def test_frames_go_straight_to_a_reading_client(
+    svc: Services, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pass: over the HTTP protocol `feed api` serves with, the hub writes a koo to a
+    client that reads without waking the stream's task (the direct write is taken),
+    and the client gets it as a well-formed event."""
+    taken: list[bool] = []
+    write = DirectBody.__call__
+
+    def counted(self: DirectBody, body: bytes) -> bool:
+        taken.append(write(self, body))
+        return taken[-1]
+
+    monkeypatch.setattr(DirectBody, "__call__", counted)
+    p = people("r", "a")
+    await seed(svc.settings, [signup(u) for u in p.values()], [follow(p["r"], p["a"])])
+    async with open_stream(url, p["r"]) as stream:
+        posted = uid("k")
+        await seed(svc.settings, [koo(posted, p["a"])])
+        assert (await stream.next_of("koo")).data["koo_id"] == posted
+    assert True in taken
 
 
 async def test_a_koo_announced_past_an_unseen_entry_is_read_back_in_order(
