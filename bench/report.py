@@ -185,6 +185,11 @@ def relative(command: Sequence[str]) -> str:
     return " ".join(parts)
 
 
+def shown_path(path: Path) -> Path:
+    """A path as the report shows it: relative to the repository when inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def run_bench(name: str, out: Path, args: argparse.Namespace, endpoint: str | None,
               cache_url: str | None) -> dict[str, Any]:
     """Run one bench; its document, or a status saying why there is none."""
@@ -193,7 +198,7 @@ def run_bench(name: str, out: Path, args: argparse.Namespace, endpoint: str | No
     json_path = out / f"{name}.json"
     json_path.unlink(missing_ok=True)
     log_path = out / f"{name}.log"
-    shown = json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path
+    shown = shown_path(json_path)
     command = command_for(name, shown, args.quick, args.redis_url, cache_url, endpoint)
     for url in (args.redis_url, cache_url):
         if url:
@@ -213,7 +218,7 @@ def run_bench(name: str, out: Path, args: argparse.Namespace, endpoint: str | No
             flush(url)
     print(f"[report] {name}: exit {code}, {wall:.0f} s", file=sys.stderr, flush=True)
     result: dict[str, Any] = {"wall_s": wall, "exit": code, "command": relative(command),
-                              "log": str(log_path.relative_to(ROOT))}
+                              "log": str(shown_path(log_path))}
     if code != 0 or not json_path.exists():
         tail = log_path.read_text(errors="replace").splitlines()[-TAIL:]
         reason = "timed out" if code is None else f"exit {code}"
