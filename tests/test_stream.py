@@ -179,7 +179,9 @@ class _Cycle:
         self.chunked_encoding: bool | None = True
         self.flow = SimpleNamespace(write_paused=False)
         self.written: list[bytes] = []
-        self.transport = SimpleNamespace(write=self.written.append)
+        self.closing = False
+        self.transport = SimpleNamespace(write=self.written.append,
+                                         is_closing=lambda: self.closing)
 
 
 def test_direct_body_writes_a_chunk_only_while_the_connection_takes_it() -> None:
@@ -200,6 +202,22 @@ def test_direct_body_writes_a_chunk_only_while_the_connection_takes_it() -> None
     paused.flow.write_paused = True
     assert not DirectBody(paused)(b"x")
     assert paused.written == []
+    closing = _Cycle()
+    closing.closing = True
+    assert not DirectBody(closing)(b"x")
+    assert closing.written == []
+
+
+def test_direct_body_says_false_when_the_connection_closes_under_the_write() -> None:
+    """Pass: a transport that refuses the write (closed after the checks) is a False,
+    never an exception in the hub that hands frames to every stream."""
+
+    def refuse(data: bytes) -> None:
+        raise RuntimeError("unable to perform operation: the handler is closed")
+
+    cycle = _Cycle()
+    cycle.transport.write = refuse
+    assert not DirectBody(cycle)(b"x")
 
 
 async def test_a_listener_writes_directly_only_when_nothing_is_ahead_of_the_frame() -> None:

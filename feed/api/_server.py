@@ -64,9 +64,10 @@ class DirectBody:
 
     It writes only when nothing can be reordered or held: the answer has started,
     chunked, and is not complete; the client is connected; the connection takes data
-    (its transport has not paused writing). Otherwise it returns False and the caller
-    goes through the answer's task and ``send``, which waits for the client. The caller
-    must also know that nothing it sent earlier is still waiting to be written.
+    (its transport is open and has not paused writing). Otherwise, or if the write
+    fails (a connection closing under it), it returns False and the caller goes through
+    the answer's task and ``send``, which waits for the client or ends the answer. The
+    caller must also know that nothing it sent earlier is still waiting to be written.
     """
 
     __slots__ = ("_cycle",)
@@ -77,9 +78,13 @@ class DirectBody:
     def __call__(self, body: bytes) -> bool:
         cycle = self._cycle
         if (cycle.disconnected or cycle.response_complete or not cycle.response_started
-                or cycle.chunked_encoding is not True or cycle.flow.write_paused):
+                or cycle.chunked_encoding is not True or cycle.flow.write_paused
+                or cycle.transport.is_closing()):
             return False
-        cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        try:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        except (RuntimeError, OSError):  # closed between the check and the write
+            return False
         return True
 
 
