@@ -24,12 +24,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from feed import keys, metrics, ranking
+from feed import keys, metrics
 from feed.cache.fallback import without_cache
 from feed.cache.live import (
     LIVE_MAXLEN,
@@ -41,7 +40,7 @@ from feed.cache.live import (
 )
 from feed.errors import StorageUnavailable
 from feed.models import Koo, RelationSets
-from feed.stream.ids import StreamIds
+from feed.stream.frames import Bodies, Frames
 from feed.stream.listener import MAX_PENDING_FRAMES, Listener
 from feed.timeline import FeedManager
 
@@ -76,7 +75,7 @@ class StreamHub:
         self.manager = manager
         self.cache = manager.cache
         self.settings = manager.settings
-        self.ids = StreamIds(self.settings.cursor_secret)
+        self.frames = Frames(self.settings)
         self.max_streams = max_streams
         self.keepalive = KEEPALIVE_SECONDS
         self.open_streams = 0
@@ -165,7 +164,7 @@ class StreamHub:
         after = await self.cache.open_live(reader)
         reset = False
         if last_event_id is not None:
-            entry = self.ids.open(reader, last_event_id, now=time.time())
+            entry = self.frames.ids.open(reader, last_event_id, now=time.time())
             since: list[LiveEntry] | None = None
             if entry is not None:
                 since = await self.cache.live_since(reader, entry, limit=RESUME_LIMIT)
@@ -267,8 +266,7 @@ class StreamHub:
         seen came first, or a message arrived out of order) reads its live stream."""
         bodies = await self.manager.koos([koo_id])
         now = time.time()
-        items: dict[tuple[str, str, float], bytes] = {}
-        fields = {"t": "koo", "k": koo_id}
+        items: Bodies = {}
         behind: list[str] = []
         for reader, before, entry_id in appended:
             state = self._readers.get(reader)
@@ -278,7 +276,8 @@ class StreamHub:
             if any(before_key != listener.after < key for listener in state.listeners):
                 behind.append(reader)
                 continue
-            frame = self._koo_frame(reader, state, entry_id, fields, bodies, now, items)
+            frame = self.frames.koo(reader, entry_id, bodies.get(koo_id), state.relations,
+                                    state.affinity, self._celebrities, now, items)
             for listener in state.listeners:
                 if key > listener.after:
                     if frame is not None:
@@ -298,7 +297,7 @@ class StreamHub:
                           if f.get("t") == "koo" and f.get("k")})
         bodies = await self.manager.koos(koo_ids) if koo_ids else {}
         now = time.time()
-        items: dict[tuple[str, str, float], bytes] = {}  # one JSON body per koo and score
+        items: Bodies = {}
         for reader, rows in found.items():
             state = self._readers.get(reader)
             if state is not None and state.relations is not None:
@@ -308,56 +307,24 @@ class StreamHub:
 
     async def _dispatch(self, reader: str, state: _Reader, rows: list[LiveEntry],
                         bodies: dict[str, Koo], now: float,
-                        items: dict[tuple[str, str, float], bytes]) -> None:
+                        items: Bodies) -> None:
         for entry_id, fields in rows:
             kind = fields.get("t")
             frame: bytes | None = None
             if kind == "rel":
                 await self._load(reader, state)
-            elif kind == "koo":
-                frame = self._koo_frame(reader, state, entry_id, fields, bodies, now, items)
+            elif kind == "koo" and state.relations is not None:
+                frame = self.frames.koo(reader, entry_id, bodies.get(fields.get("k", "")),
+                                        state.relations, state.affinity, self._celebrities,
+                                        now, items)
             elif kind == "remove" and fields.get("k"):
-                frame = self._frame("remove", self.ids.seal(reader, entry_id, now=now),
-                                    {"koo_id": fields["k"]})
+                frame = self.frames.remove(reader, entry_id, fields["k"], now)
             key = entry_key(entry_id)
             for listener in list(state.listeners):
                 if key > listener.after:
                     if frame is not None:
                         listener.offer(frame)
                     listener.after = key
-
-    def _koo_frame(self, reader: str, state: _Reader, entry_id: str, fields: dict[str, str],
-                   bodies: dict[str, Koo], now: float,
-                   items: dict[tuple[str, str, float], bytes]) -> bytes | None:
-        koo = bodies.get(fields.get("k", ""))
-        relations = state.relations
-        if koo is None or koo.deleted or relations is None:
-            return None
-        author = koo.author_id
-        if not relations.sees(reader, author):
-            return None  # the feed's rule: blocked, muted, blocking, or not followed
-        if author == reader:
-            reason = "self"
-        elif author in self._celebrities:
-            reason = "celebrity"
-        else:
-            reason = "following"
-        affinity = state.affinity.get(author, 0.0)
-        body = items.get((koo.koo_id, reason, affinity))
-        if body is None:
-            parts = ranking.score_koo(koo, now_ms=int(now * 1000), affinity=affinity,
-                                      repeats=0, weights=self.settings.weights)
-            item = koo.as_json()
-            item["score"] = round(sum(parts.values()), 6)
-            item["reason"] = reason
-            body = items[(koo.koo_id, reason, affinity)] = orjson.dumps(item)
-        return self._frame("koo", self.ids.seal(reader, entry_id, now=now), body)
-
-    @staticmethod
-    def _frame(event: str, event_id: str, data: Any) -> bytes:
-        body = data if isinstance(data, bytes) else orjson.dumps(data)
-        return b"".join((b"event: ", event.encode(), b"\nid: ", event_id.encode(),
-                         b"\ndata: ", body, b"\n\n"))
 
     # --- the pub/sub connection and the keeper --------------------------------------------
 
